@@ -1,0 +1,661 @@
+"""Metrics and scikit-learn scorers for backdoor defenses.
+
+A defense is judged on two sets of inputs at once:
+
+- clean inputs, on which it must keep the model's accuracy (clean classification
+  accuracy, CCA) and must not raise alarms (false rejection rate, FRR);
+- poisoned inputs (carrying the trigger), on which the attacker's target label must no
+  longer come out (attack success rate, ASR) and which a detector must flag (false
+  acceptance rate, FAR).
+
+Two output conventions are supported. Outlier detectors such as
+:class:`~skbackdoor.STRIPDetector` predict ``+1`` for clean and ``-1`` for poisoned
+(scikit-learn's outlier convention, the default ``poisoned_label=-1``). A repaired
+classifier such as :class:`~skbackdoor.GoodNetClassifier` answers a class label, or the
+extra label ``N`` (the number of classes of the BadNet) for inputs it judges poisoned:
+pass ``poisoned_label=N`` to the rate functions.
+
+Cross-validation folds only hold clean data, so the scorers that need poisoned inputs
+(:func:`make_asr_scorer`, :func:`make_far_scorer`) store them. Following scikit-learn's
+"greater is better" convention, the rate scorers return the negated rate, as
+``neg_log_loss`` does: ``GridSearchCV`` maximises ``-ASR``, i.e. minimises ASR.
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.metrics import make_scorer
+
+from ._validation import check_images
+
+__all__ = [
+    "attack_success_rate",
+    "backdoor_scoring",
+    "best_cca_under_asr",
+    "best_far_under_frr",
+    "clean_accuracy_score",
+    "detection_scoring",
+    "false_acceptance_rate",
+    "false_rejection_rate",
+    "make_asr_scorer",
+    "make_cca_scorer",
+    "make_far_scorer",
+    "make_frr_scorer",
+]
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _check_1d(y, name):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D array of labels; got shape {y.shape}. Pass predicted "
+            "labels (estimator.predict), not probabilities: convert those with "
+            "np.argmax(proba, axis=1)."
+        )
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one prediction is required.")
+    return y
+
+
+def _check_same_length(first, second, first_name, second_name):
+    if len(first) != len(second):
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same length; got "
+            f"{len(first)} and {len(second)}."
+        )
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return None
+    sample_weight = _check_1d(sample_weight, "sample_weight").astype(np.float64)
+    if len(sample_weight) != n_samples:
+        raise ValueError(
+            f"sample_weight has {len(sample_weight)} entries but there are {n_samples} "
+            "predictions."
+        )
+    if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+        raise ValueError("sample_weight must hold finite, non-negative numbers.")
+    if sample_weight.sum() == 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    return sample_weight
+
+
+def _share(mask, sample_weight):
+    return float(np.average(mask, weights=sample_weight))
+
+
+def _check_poisoned_label(poisoned_label, allow_none=False):
+    if poisoned_label is None and allow_none:
+        return
+    if isinstance(poisoned_label, (bool, np.bool_)) or not isinstance(
+        poisoned_label, (numbers.Integral, str)
+    ):
+        raise ValueError(
+            "poisoned_label must be an integer label (-1 for outlier detectors, N for a "
+            f"GoodNet with N classes), got {poisoned_label!r}."
+        )
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=None):
+    """Clean classification accuracy (CCA): accuracy on clean inputs.
+
+    A prediction of the poisoned label (a GoodNet's extra class ``N``) on a clean input
+    counts as wrong: it is a false alarm, and never equals a true class.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True classes of clean inputs.
+    y_pred : array-like of shape (n_samples,)
+        Predicted labels, possibly including the poisoned label.
+    poisoned_label : int, default=None
+        The label that means "poisoned" (``N`` for a GoodNet). Only used to check that
+        ``y_true`` does not contain it, which would mean poisoned inputs were passed as
+        clean ones.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Sample weights.
+
+    Returns
+    -------
+    score : float
+        Share of inputs whose prediction equals the true class, in [0, 1].
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import clean_accuracy_score
+    >>> clean_accuracy_score([0, 1, 2, 2], [0, 1, 2, 3], poisoned_label=3)
+    0.75
+    """
+    y_true = _check_1d(y_true, "y_true")
+    y_pred = _check_1d(y_pred, "y_pred")
+    _check_same_length(y_true, y_pred, "y_true", "y_pred")
+    sample_weight = _check_sample_weight(sample_weight, len(y_pred))
+    _check_poisoned_label(poisoned_label, allow_none=True)
+    if poisoned_label is not None:
+        n_poisoned = int(np.sum(y_true == poisoned_label))
+        if n_poisoned:
+            raise ValueError(
+                f"y_true holds the poisoned label {poisoned_label!r} for {n_poisoned} "
+                "input(s); clean_accuracy_score expects the true classes of clean inputs."
+            )
+    return _share(y_true == y_pred, sample_weight)
+
+
+def attack_success_rate(y_target, y_pred, *, sample_weight=None):
+    """Attack success rate (ASR): share of poisoned inputs classified as the target.
+
+    Lower is better for a defense. A prediction of the poisoned label (a GoodNet's
+    extra class ``N``) is not a success: the attack was caught. Compute it on poisoned
+    inputs whose true class differs from their target, otherwise an input correctly
+    classified as its own class counts as a success.
+
+    Parameters
+    ----------
+    y_target : int or array-like of shape (n_samples,)
+        The attacker's target label: one label for all inputs, or one per input (a
+        multi-trigger multi-target attack).
+    y_pred : array-like of shape (n_samples,)
+        Labels predicted for the poisoned inputs.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Sample weights.
+
+    Returns
+    -------
+    rate : float
+        In [0, 1].
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import attack_success_rate
+    >>> attack_success_rate(0, [0, 0, 5, 10])
+    0.5
+    >>> attack_success_rate([0, 7, 7], [0, 7, 3])
+    0.6666666666666666
+    """
+    y_pred = _check_1d(y_pred, "y_pred")
+    if np.ndim(y_target) == 0:
+        if y_target is None:
+            raise ValueError("y_target must be a label or an array of labels, got None.")
+        y_target = np.full(len(y_pred), y_target)
+    else:
+        y_target = _check_1d(y_target, "y_target")
+        _check_same_length(y_target, y_pred, "y_target", "y_pred")
+    sample_weight = _check_sample_weight(sample_weight, len(y_pred))
+    return _share(y_pred == y_target, sample_weight)
+
+
+def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None):
+    """False rejection rate (FRR): share of clean inputs flagged as poisoned.
+
+    Parameters
+    ----------
+    y_pred_clean : array-like of shape (n_samples,)
+        Predictions for clean inputs: a detector's ``+1`` (clean) / ``-1`` (poisoned),
+        or a GoodNet's labels.
+    poisoned_label : int, default=-1
+        The label that means "poisoned": ``-1`` for outlier detectors such as
+        :class:`~skbackdoor.STRIPDetector`, ``N`` (the number of classes) for a
+        :class:`~skbackdoor.GoodNetClassifier`.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Sample weights.
+
+    Returns
+    -------
+    rate : float
+        In [0, 1]; lower is better.
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import false_rejection_rate
+    >>> false_rejection_rate([1, 1, 1, -1])
+    0.25
+    >>> false_rejection_rate([4, 2, 10, 10], poisoned_label=10)
+    0.5
+    """
+    _check_poisoned_label(poisoned_label)
+    y_pred = _check_1d(y_pred_clean, "y_pred_clean")
+    sample_weight = _check_sample_weight(sample_weight, len(y_pred))
+    return _share(y_pred == poisoned_label, sample_weight)
+
+
+def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=None):
+    """False acceptance rate (FAR): share of poisoned inputs not flagged as poisoned.
+
+    For a GoodNet an unflagged poisoned input may still get its true class; use
+    :func:`attack_success_rate` to count only those that reach the attacker's target.
+
+    Parameters
+    ----------
+    y_pred_poisoned : array-like of shape (n_samples,)
+        Predictions for poisoned inputs: a detector's ``+1`` / ``-1``, or a GoodNet's
+        labels.
+    poisoned_label : int, default=-1
+        The label that means "poisoned": ``-1`` for outlier detectors, ``N`` for a
+        GoodNet with ``N`` classes.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Sample weights.
+
+    Returns
+    -------
+    rate : float
+        In [0, 1]; lower is better.
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import false_acceptance_rate
+    >>> false_acceptance_rate([-1, -1, -1, 1])
+    0.25
+    >>> false_acceptance_rate([10, 0, 10, 10], poisoned_label=10)
+    0.25
+    """
+    _check_poisoned_label(poisoned_label)
+    y_pred = _check_1d(y_pred_poisoned, "y_pred_poisoned")
+    sample_weight = _check_sample_weight(sample_weight, len(y_pred))
+    return _share(y_pred != poisoned_label, sample_weight)
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+def _check_poisoned_images(X_poisoned):
+    X = np.asarray(X_poisoned)
+    # Keep the caller's dtype: uint8 pixels stay uint8 (4x smaller to ship to workers).
+    return check_images(X, name="X_poisoned", dtype=X.dtype)
+
+
+def _describe_images(X):
+    return f"<{X.dtype} images of shape {X.shape}>"
+
+
+class _AttackSuccessScorer:
+    """Scorer returning minus the ASR of ``estimator`` on stored poisoned inputs."""
+
+    def __init__(self, X_poisoned, y_target):
+        self.X_poisoned = X_poisoned
+        self.y_target = y_target
+
+    def __call__(self, estimator, X=None, y=None, **kwargs):
+        # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
+        return 0.0 - attack_success_rate(self.y_target, estimator.predict(self.X_poisoned))
+
+    def __repr__(self):
+        target = self.y_target if np.ndim(self.y_target) == 0 else "<array>"
+        return f"make_asr_scorer({_describe_images(self.X_poisoned)}, y_target={target})"
+
+
+class _FalseAcceptanceScorer:
+    """Scorer returning minus the FAR of ``estimator`` on stored poisoned inputs."""
+
+    def __init__(self, X_poisoned, poisoned_label):
+        self.X_poisoned = X_poisoned
+        self.poisoned_label = poisoned_label
+
+    def __call__(self, estimator, X=None, y=None, **kwargs):
+        y_pred = estimator.predict(self.X_poisoned)
+        return 0.0 - false_acceptance_rate(y_pred, poisoned_label=self.poisoned_label)
+
+    def __repr__(self):
+        return (
+            f"make_far_scorer({_describe_images(self.X_poisoned)}, "
+            f"poisoned_label={self.poisoned_label!r})"
+        )
+
+
+class _FalseRejectionScorer:
+    """Scorer returning minus the FRR of ``estimator`` on the (clean) fold ``X``."""
+
+    def __init__(self, poisoned_label):
+        self.poisoned_label = poisoned_label
+
+    def __call__(self, estimator, X, y=None, **kwargs):
+        return 0.0 - false_rejection_rate(estimator.predict(X), poisoned_label=self.poisoned_label)
+
+    def __repr__(self):
+        return f"make_frr_scorer(poisoned_label={self.poisoned_label!r})"
+
+
+def make_cca_scorer(*, poisoned_label=None):
+    """Scorer for clean classification accuracy on the cross-validation fold.
+
+    Equal to scikit-learn's ``"accuracy"`` scorer, since a prediction of the poisoned
+    label never equals a true class; ``poisoned_label`` adds the check that the fold
+    holds no input labelled poisoned.
+
+    Parameters
+    ----------
+    poisoned_label : int, default=None
+        The label that means "poisoned" (``N`` for a GoodNet), see
+        :func:`clean_accuracy_score`.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y)`` returning the CCA of ``estimator.predict(X)``;
+        greater is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skbackdoor.metrics import make_cca_scorer
+    >>> X, y = np.zeros((4, 8, 8, 1)), np.array([0, 0, 0, 1])
+    >>> clf = DummyClassifier(strategy="most_frequent").fit(X.reshape(4, -1), y)
+    >>> make_cca_scorer()(clf, X.reshape(4, -1), y)
+    0.75
+    """
+    _check_poisoned_label(poisoned_label, allow_none=True)
+    return make_scorer(clean_accuracy_score, poisoned_label=poisoned_label)
+
+
+def make_asr_scorer(X_poisoned, y_target):
+    """Scorer for the attack success rate on poisoned inputs it holds.
+
+    Cross-validation folds only contain clean data, so the scorer keeps the poisoned
+    inputs and ignores the fold: ``scorer(estimator, X, y)`` returns
+    ``-attack_success_rate(y_target, estimator.predict(X_poisoned))``. Lower ASR is
+    better; the scorer returns **minus** the ASR so that ``GridSearchCV`` maximises it
+    (like ``neg_log_loss``), and ``cv_results_["mean_test_asr"]`` holds ``-ASR``.
+
+    The scorer is a picklable object (it works with ``n_jobs > 1`` and the Dask
+    backend); the poisoned images are shipped with it to every worker.
+
+    Parameters
+    ----------
+    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
+        Inputs carrying the trigger, scaled like the data the estimator is fitted on.
+    y_target : int or array-like of shape (n_poisoned,)
+        The attacker's target label, one for all inputs or one per input.
+
+    Returns
+    -------
+    scorer : callable
+        Greater is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skbackdoor.metrics import make_asr_scorer
+    >>> X_poisoned = np.ones((5, 8, 8, 1))
+    >>> clf = DummyClassifier(strategy="constant", constant=0).fit(np.zeros((2, 1)), [0, 1])
+    >>> make_asr_scorer(X_poisoned, y_target=0)(clf, None, None)
+    -1.0
+    """
+    X_poisoned = _check_poisoned_images(X_poisoned)
+    if np.ndim(y_target) == 0:
+        if y_target is None:
+            raise ValueError("y_target must be a label or an array of labels, got None.")
+    else:
+        y_target = _check_1d(y_target, "y_target")
+        _check_same_length(y_target, X_poisoned, "y_target", "X_poisoned")
+    return _AttackSuccessScorer(X_poisoned, y_target)
+
+
+def make_frr_scorer(*, poisoned_label=-1):
+    """Scorer for the false rejection rate on the (clean) cross-validation fold.
+
+    ``scorer(estimator, X, y)`` returns ``-false_rejection_rate(estimator.predict(X))``
+    and ignores ``y``, so it suits detectors fitted on unlabelled clean data as well as
+    GoodNets (``poisoned_label=N``). Returns minus the rate: greater is better.
+
+    Parameters
+    ----------
+    poisoned_label : int, default=-1
+        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+
+    Returns
+    -------
+    scorer : callable
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skbackdoor.metrics import make_frr_scorer
+    >>> detector = DummyClassifier(strategy="constant", constant=1).fit([[0], [0]], [1, -1])
+    >>> make_frr_scorer()(detector, np.zeros((3, 1)), None)
+    0.0
+    """
+    _check_poisoned_label(poisoned_label)
+    return _FalseRejectionScorer(poisoned_label)
+
+
+def make_far_scorer(X_poisoned, *, poisoned_label=-1):
+    """Scorer for the false acceptance rate on poisoned inputs it holds.
+
+    ``scorer(estimator, X, y)`` ignores the fold and returns
+    ``-false_acceptance_rate(estimator.predict(X_poisoned))``: minus the share of
+    poisoned inputs not flagged, so greater is better. Meant for detectors (ASR is not
+    defined for a detector's ``+1`` / ``-1`` output) and for GoodNets
+    (``poisoned_label=N``).
+
+    Parameters
+    ----------
+    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
+        Inputs carrying the trigger.
+    poisoned_label : int, default=-1
+        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+
+    Returns
+    -------
+    scorer : callable
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skbackdoor.metrics import make_far_scorer
+    >>> detector = DummyClassifier(strategy="constant", constant=-1).fit([[0], [0]], [1, -1])
+    >>> make_far_scorer(np.ones((4, 8, 8, 1)))(detector, None, None)
+    0.0
+    """
+    _check_poisoned_label(poisoned_label)
+    return _FalseAcceptanceScorer(_check_poisoned_images(X_poisoned), poisoned_label)
+
+
+def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
+    """Scorers ``{"cca": ..., "asr": ...}`` for ``GridSearchCV(scoring=...)``.
+
+    ``"cca"`` is the clean accuracy on each fold (greater is better); ``"asr"`` is minus
+    the attack success rate on ``X_poisoned`` (see :func:`make_asr_scorer`). Pair it
+    with ``refit=best_cca_under_asr(...)``.
+
+    Parameters
+    ----------
+    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
+        Inputs carrying the trigger.
+    y_target : int or array-like of shape (n_poisoned,)
+        The attacker's target label(s).
+    poisoned_label : int, default=None
+        Passed to :func:`make_cca_scorer`.
+
+    Returns
+    -------
+    scoring : dict of str to callable
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skbackdoor.metrics import backdoor_scoring
+    >>> sorted(backdoor_scoring(np.ones((5, 8, 8, 1)), y_target=0))
+    ['asr', 'cca']
+    """
+    return {
+        "cca": make_cca_scorer(poisoned_label=poisoned_label),
+        "asr": make_asr_scorer(X_poisoned, y_target),
+    }
+
+
+def detection_scoring(X_poisoned, *, poisoned_label=-1):
+    """Scorers ``{"frr": ..., "far": ...}`` for tuning a detector with GridSearchCV.
+
+    Both return minus the rate (greater is better): ``"frr"`` on each clean fold,
+    ``"far"`` on ``X_poisoned``. Pair it with ``refit=best_far_under_frr(...)``.
+
+    Parameters
+    ----------
+    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
+        Inputs carrying the trigger.
+    poisoned_label : int, default=-1
+        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+
+    Returns
+    -------
+    scoring : dict of str to callable
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skbackdoor.metrics import detection_scoring
+    >>> sorted(detection_scoring(np.ones((5, 8, 8, 1))))
+    ['far', 'frr']
+    """
+    return {
+        "frr": make_frr_scorer(poisoned_label=poisoned_label),
+        "far": make_far_scorer(X_poisoned, poisoned_label=poisoned_label),
+    }
+
+
+# ---------------------------------------------------------------------- refit rules
+
+
+class _BestUnderBound:
+    """``GridSearchCV`` refit rule: best ``maximize`` score among candidates whose
+    negated ``bound`` score stays within ``max_value``."""
+
+    def __init__(self, maximize, bound, max_value, factory):
+        self.maximize = maximize
+        self.bound = bound
+        self.max_value = max_value
+        self._factory = factory
+
+    def __call__(self, cv_results):
+        score = self._mean_scores(cv_results, self.maximize)
+        rate = -self._mean_scores(cv_results, self.bound)
+        if np.isnan(score).all() or np.isnan(rate).all():
+            raise ValueError(
+                f"Every candidate has a NaN mean '{self.maximize}' or '{self.bound}' "
+                "score (all fits failed?); no candidate can be chosen."
+            )
+        qualifies = ~np.isnan(score) & (rate <= self.max_value)
+        if qualifies.any():
+            # Best score first, then the lower rate, then the earlier candidate.
+            candidates = np.flatnonzero(qualifies)
+            order = np.lexsort((candidates, rate[candidates], -score[candidates]))
+            return int(candidates[order[0]])
+        # No candidate meets the bound: the one closest to it, best score on ties.
+        finite = ~np.isnan(rate)
+        candidates = np.flatnonzero(finite)
+        tie_break = np.where(np.isnan(score[candidates]), np.inf, -score[candidates])
+        order = np.lexsort((candidates, tie_break, rate[candidates]))
+        return int(candidates[order[0]])
+
+    def _mean_scores(self, cv_results, key):
+        column = f"mean_test_{key}"
+        if column not in cv_results:
+            prefix = "mean_test_"
+            available = sorted(k[len(prefix) :] for k in cv_results if k.startswith(prefix))
+            raise ValueError(
+                f"cv_results_ has no '{column}': the search scored {available}. Use a "
+                "scoring dict with these keys (e.g. backdoor_scoring(...)) or pass the "
+                "key names."
+            )
+        return np.asarray(cv_results[column], dtype=np.float64)
+
+    def __repr__(self):
+        return self._factory
+
+
+def best_cca_under_asr(max_asr=0.02, *, cca_key="cca", asr_key="asr"):
+    """Refit rule for ``GridSearchCV``: the best clean accuracy with ASR within a bound.
+
+    Returns a callable for ``GridSearchCV(refit=...)``. Given ``cv_results_``, it picks
+    the candidate with the highest mean CCA among those whose mean ASR is at most
+    ``max_asr`` (ties: lower ASR, then earlier candidate). If no candidate meets the
+    bound, it falls back to the candidate with the lowest mean ASR (ties: higher CCA),
+    so the search still refits; check ``-cv_results_["mean_test_asr"][best_index_]``
+    against ``max_asr`` to detect that case. Candidates whose scores are NaN (failed
+    fits) are never preferred.
+
+    The ASR column must hold negated rates, as :func:`make_asr_scorer` produces.
+
+    Parameters
+    ----------
+    max_asr : float, default=0.02
+        Highest acceptable attack success rate, in [0, 1].
+    cca_key, asr_key : str, default="cca", "asr"
+        Keys of the scoring dict (see :func:`backdoor_scoring`).
+
+    Returns
+    -------
+    refit : callable
+        ``refit(cv_results) -> int``, the index of the chosen candidate. Picklable.
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import best_cca_under_asr
+    >>> cv_results = {
+    ...     "mean_test_cca": [0.98, 0.95, 0.90],
+    ...     "mean_test_asr": [-0.90, -0.01, -0.00],
+    ... }
+    >>> best_cca_under_asr(max_asr=0.02)(cv_results)
+    1
+    """
+    _check_bound(max_asr, "max_asr")
+    factory = f"best_cca_under_asr(max_asr={max_asr!r}, cca_key={cca_key!r}, asr_key={asr_key!r})"
+    return _BestUnderBound(cca_key, asr_key, max_asr, factory)
+
+
+def best_far_under_frr(max_frr=0.05, *, far_key="far", frr_key="frr"):
+    """Refit rule for tuning a detector: the lowest FAR with FRR within a bound.
+
+    The detection counterpart of :func:`best_cca_under_asr`, for the scoring of
+    :func:`detection_scoring`: among candidates whose mean false rejection rate is at
+    most ``max_frr`` it picks the lowest mean false acceptance rate (ties: lower FRR,
+    then earlier candidate); if none qualifies, the lowest FRR (ties: lower FAR). Both
+    columns must hold negated rates, as :func:`make_frr_scorer` and
+    :func:`make_far_scorer` produce.
+
+    Parameters
+    ----------
+    max_frr : float, default=0.05
+        Highest acceptable false rejection rate, in [0, 1].
+    far_key, frr_key : str, default="far", "frr"
+        Keys of the scoring dict.
+
+    Returns
+    -------
+    refit : callable
+        ``refit(cv_results) -> int``. Picklable.
+
+    Examples
+    --------
+    >>> from skbackdoor.metrics import best_far_under_frr
+    >>> cv_results = {
+    ...     "mean_test_far": [-0.02, -0.10, -0.40],
+    ...     "mean_test_frr": [-0.20, -0.05, -0.01],
+    ... }
+    >>> best_far_under_frr(max_frr=0.05)(cv_results)
+    1
+    """
+    _check_bound(max_frr, "max_frr")
+    factory = f"best_far_under_frr(max_frr={max_frr!r}, far_key={far_key!r}, frr_key={frr_key!r})"
+    return _BestUnderBound(far_key, frr_key, max_frr, factory)
+
+
+def _check_bound(value, name):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value <= 1
+    ):
+        raise ValueError(f"{name} must be a rate in [0, 1], got {value!r}.")
