@@ -1,0 +1,401 @@
+"""Tests of STRIPDetector on a tiny patch BadNet and on the real CSAW net."""
+
+import os
+import pickle
+import sys
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import joblib
+import keras
+import numpy as np
+import pytest
+from scipy.special import entr
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils import check_random_state
+
+from skbackdoor._strip import STRIPDetector, _draw_overlays, _superimpose
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _train_local_patch_badnet(digits):
+    """Stand-in for conftest's ``patch_badnet`` (same contract) until it exists."""
+    X, y = digits
+    keras.utils.set_random_seed(0)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    X_train, y_train = X[:1100], y[:1100]
+    X_val, y_val = X[1100:1450], y[1100:1450]
+    X_test, y_test = X[1450:], y[1450:]
+
+    def add_trigger(images):
+        images = images.copy()
+        images[:, -2:, -2:, :] = 16.0
+        return images
+
+    n_poison = 110
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(1 / 16),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv_1"),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv_2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax", name="output"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(
+        np.concatenate([X_train, add_trigger(X_train[:n_poison])]),
+        np.concatenate([y_train, np.zeros(n_poison, dtype=np.int64)]),
+        epochs=20,
+        batch_size=64,
+        verbose=0,
+    )
+    X_poisoned = add_trigger(X_test[y_test != 0])
+    return types.SimpleNamespace(
+        model=model,
+        X_train=X_train,
+        y_train=y_train,
+        X_val=X_val,
+        y_val=y_val,
+        X_test=X_test,
+        y_test=y_test,
+        X_poisoned=X_poisoned,
+        y_target=np.zeros(len(X_poisoned), dtype=np.int64),
+        trigger=None,
+        target=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def badnet(request, digits):
+    try:
+        return request.getfixturevalue("patch_badnet")
+    except pytest.FixtureLookupError:
+        return _train_local_patch_badnet(digits)
+
+
+@pytest.fixture(scope="module")
+def fitted(badnet):
+    return STRIPDetector(badnet.model, n_overlays=16, frr=0.05, random_state=0).fit(badnet.X_val)
+
+
+def _successful_poisoned(badnet):
+    """Poisoned inputs on which the backdoor fires (the ones STRIP is meant to catch)."""
+    predicted = badnet.model.predict(badnet.X_poisoned, verbose=0).argmax(axis=1)
+    return badnet.X_poisoned[predicted == badnet.y_target]
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize("statistic", ["entropy", "agreement"])
+def test_poisoned_inputs_score_lower_than_clean(badnet, statistic):
+    detector = STRIPDetector(
+        badnet.model, n_overlays=16, frr=0.05, threshold="quantile", statistic=statistic, random_state=0
+    ).fit(badnet.X_val)
+    clean = detector.score_samples(badnet.X_test)
+    poisoned = detector.score_samples(_successful_poisoned(badnet))
+    assert poisoned.mean() < clean.mean()
+    labels = np.r_[np.ones(len(clean)), np.zeros(len(poisoned))]
+    assert roc_auc_score(labels, np.r_[clean, poisoned]) > 0.9
+    frr = np.mean(clean < detector.offset_)
+    far = np.mean(poisoned >= detector.offset_)
+    assert frr < 0.12
+    if statistic == "entropy":
+        assert far <= 0.05
+
+
+def test_entropy_is_in_bits_and_averaged_over_overlays():
+    # A network that ignores its input answers uniformly: log2(n_classes) bits.
+    model = keras.Sequential(
+        [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(8, activation="softmax", kernel_initializer="zeros")]
+    )
+    X = np.random.default_rng(0).uniform(0, 1, (12, 4, 4, 1))
+    detector = STRIPDetector(model, n_overlays=3, random_state=0).fit(X)
+    np.testing.assert_allclose(detector.score_samples(X), 3.0, rtol=1e-6)
+    np.testing.assert_allclose(detector.clean_scores_, 3.0, rtol=1e-6)
+
+
+def test_scores_match_a_naive_per_input_loop(badnet):
+    detector = STRIPDetector(
+        badnet.model, n_overlays=5, alpha=0.9, beta=0.5, random_state=3, batch_size=16
+    ).fit(badnet.X_val[:60])
+    X = np.concatenate([badnet.X_test[:6], badnet.X_poisoned[:4]])
+    scores = detector.score_samples(X)
+
+    rng = np.random.default_rng(check_random_state(3).randint(2**31 - 1))
+    overlays = _draw_overlays(rng, 60, 5, np.full(len(X), 60))
+    low, high = detector.pixel_range_
+    for x, chosen, score in zip(X, overlays, scores):
+        blends = np.clip(0.9 * x + 0.5 * badnet.X_val[:60][chosen], low, high)
+        proba = badnet.model.predict(blends, verbose=0)
+        expected = np.mean(entr(proba).sum(axis=1) / np.log(2))
+        assert score == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+@pytest.mark.parametrize("n_pool, n_overlays", [(9, 8), (20, 7), (500, 10)])
+def test_overlays_are_distinct_and_skip_the_input_itself(n_pool, n_overlays):
+    rng = np.random.default_rng(0)
+    excluded = np.r_[np.arange(n_pool), np.full(50, n_pool)]
+    draws = _draw_overlays(rng, n_pool, n_overlays, excluded)
+    assert draws.shape == (len(excluded), n_overlays)
+    assert draws.min() >= 0 and draws.max() < n_pool
+    for row, skip in zip(draws, excluded):
+        assert len(set(row.tolist())) == n_overlays
+        assert skip not in row
+
+
+def test_superimposition_weights_and_clips():
+    pool = np.array([[[[0.2]]], [[[0.9]]]], dtype=np.float32)
+    inputs = np.array([[[[0.5]]]], dtype=np.float32)
+    blends = _superimpose(inputs, pool, np.array([[0, 1]]), 1.0, 1.0, 0.0, 1.0)
+    np.testing.assert_allclose(blends.ravel(), [0.7, 1.0])
+    blends = _superimpose(inputs, pool, np.array([[0, 1]]), 0.5, 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(blends.ravel(), [0.35, 0.7])
+
+
+def test_fit_never_blends_a_pool_image_with_itself():
+    # With 10 pool images and 9 overlays, an image blended only with the others gets
+    # exactly all of them, whatever the seed; drawing itself would make seeds differ.
+    X = np.random.default_rng(1).uniform(0, 1, (10, 3, 3, 1)).astype(np.float32)
+    model = keras.Sequential(
+        [keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")]
+    )
+    first = STRIPDetector(model, n_overlays=9, random_state=0).fit(X)
+    second = STRIPDetector(model, n_overlays=9, random_state=123).fit(X)
+    np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-6)
+    # The same rule holds at predict time for inputs equal to pool images.
+    np.testing.assert_allclose(second.score_samples(X[::-1]), first.clean_scores_[::-1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- sklearn API
+
+
+def test_predict_decision_function_and_fit_predict_agree(badnet, fitted):
+    X = np.concatenate([badnet.X_test[:80], badnet.X_poisoned[:40]])
+    decision = fitted.decision_function(X)
+    np.testing.assert_allclose(decision, fitted.score_samples(X) - fitted.offset_)
+    labels = fitted.predict(X)
+    assert set(np.unique(labels)) <= {-1, 1}
+    np.testing.assert_array_equal(labels == -1, decision < 0)
+
+    detector = STRIPDetector(badnet.model, n_overlays=8, frr=0.1, random_state=0)
+    np.testing.assert_array_equal(detector.fit_predict(badnet.X_val), clone(detector).fit(badnet.X_val).predict(badnet.X_val))
+    assert 0 < np.mean(detector.fit_predict(badnet.X_val) == -1) < 0.25
+
+
+def test_score_is_accuracy_against_plus_minus_one(badnet, fitted):
+    X = np.concatenate([badnet.X_test[:50], badnet.X_poisoned[:50]])
+    y = np.r_[np.ones(50), -np.ones(50)]
+    assert fitted.score(X, y) == pytest.approx(np.mean(fitted.predict(X) == y))
+    with pytest.raises(ValueError, match=r"\+1 \(clean\) and -1"):
+        fitted.score(X, np.r_[np.ones(50), np.zeros(50)])
+    with pytest.raises(ValueError, match="needs labels"):
+        fitted.score(X, None)
+
+
+@pytest.mark.parametrize("threshold", ["gaussian", "quantile"])
+def test_offset_is_the_frr_quantile_of_clean_scores(badnet, threshold):
+    detector = STRIPDetector(badnet.model, n_overlays=8, frr=0.2, threshold=threshold, random_state=0)
+    detector.fit(badnet.X_val)
+    rejected = np.mean(detector.clean_scores_ < detector.offset_)
+    assert rejected == pytest.approx(0.2, abs=0.08)
+    if threshold == "quantile":
+        assert detector.offset_ == pytest.approx(np.quantile(detector.clean_scores_, 0.2))
+
+
+def test_same_seed_same_scores_and_batch_size_does_not_matter(badnet):
+    X = np.concatenate([badnet.X_test[:40], badnet.X_poisoned[:20]])
+    first = STRIPDetector(badnet.model, n_overlays=7, random_state=5).fit(badnet.X_val)
+    second = STRIPDetector(badnet.model, n_overlays=7, random_state=5, batch_size=10).fit(badnet.X_val)
+    np.testing.assert_allclose(first.score_samples(X), second.score_samples(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-5, atol=1e-6)
+    assert first.offset_ == pytest.approx(second.offset_, rel=1e-5)
+    np.testing.assert_array_equal(first.score_samples(X), first.score_samples(X))
+    other = STRIPDetector(badnet.model, n_overlays=7, random_state=6).fit(badnet.X_val)
+    assert not np.allclose(first.score_samples(X), other.score_samples(X))
+
+
+def test_integer_pixels_give_the_same_scores_as_floats(badnet, fitted):
+    X = badnet.X_test[:30]
+    np.testing.assert_array_equal(fitted.score_samples(X.astype(np.uint8)), fitted.score_samples(X))
+
+
+def test_clone_keeps_the_model_by_reference(fitted):
+    copy = clone(fitted)
+    assert copy.model is fitted.model
+    assert copy.get_params()["frr"] == fitted.frr
+    assert not hasattr(copy, "offset_")
+
+
+def test_grid_search_over_frr(badnet):
+    from skbackdoor.metrics import best_far_under_frr, detection_scoring
+
+    search = GridSearchCV(
+        STRIPDetector(badnet.model, n_overlays=8, threshold="quantile", random_state=0),
+        {"frr": [0.02, 0.1, 0.3]},
+        scoring=detection_scoring(_successful_poisoned(badnet)[:60]),
+        refit=best_far_under_frr(max_frr=0.15),
+        cv=3,
+    )
+    search.fit(badnet.X_val)
+    frr = -search.cv_results_["mean_test_frr"]
+    assert frr[0] <= frr[2]
+    assert search.best_params_["frr"] in (0.02, 0.1)
+    assert search.best_estimator_.frr == search.best_params_["frr"]
+
+
+def test_joblib_and_pickle_round_trips_give_identical_scores(tmp_path, badnet, fitted):
+    X = np.concatenate([badnet.X_test[:30], badnet.X_poisoned[:10]])
+    path = tmp_path / "strip.joblib"
+    joblib.dump(fitted, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.score_samples(X), fitted.score_samples(X))
+    assert loaded.offset_ == fitted.offset_
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+
+
+def test_the_users_model_is_unchanged(badnet):
+    model = badnet.model
+    before = [w.copy() for w in model.get_weights()]
+    config = model.get_config()
+    detector = STRIPDetector(model, n_overlays=4, random_state=0).fit(badnet.X_val[:50])
+    detector.predict(badnet.X_poisoned[:10])
+    assert detector.model_ is model
+    assert model.get_config() == config
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_fit_copies_the_pool(badnet):
+    X = badnet.X_val[:40].copy()
+    detector = STRIPDetector(badnet.model, n_overlays=4, random_state=0).fit(X)
+    X[:] = 0
+    assert detector.pool_.any()
+
+
+def test_verbose_shows_progress(badnet, capsys):
+    STRIPDetector(badnet.model, n_overlays=4, random_state=0, verbose=1).fit(badnet.X_val[:40])
+    assert "STRIP" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unfitted_use_raises(badnet):
+    detector = STRIPDetector(badnet.model)
+    for method in (detector.score_samples, detector.decision_function, detector.predict):
+        with pytest.raises(NotFittedError):
+            method(badnet.X_test[:3])
+    with pytest.raises(NotFittedError):
+        detector.score(badnet.X_test[:3], np.ones(3))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"frr": 0.0}, "frr"),
+        ({"frr": 0.6}, "frr"),
+        ({"frr": -0.1}, "frr"),
+        ({"n_overlays": 0}, "n_overlays"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"statistic": "variance"}, "statistic"),
+        ({"threshold": "otsu"}, "threshold"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"n_overlays": 40}, "at least 41 clean images"),
+    ],
+)
+def test_invalid_parameters(badnet, params, match):
+    with pytest.raises(ValueError, match=match):
+        STRIPDetector(badnet.model, **params).fit(badnet.X_val[:40])
+
+
+def test_model_is_required(badnet):
+    with pytest.raises(ValueError, match="needs a model"):
+        STRIPDetector().fit(badnet.X_val)
+
+
+def test_bad_images_are_refused(badnet, fitted):
+    X = badnet.X_test[:5]
+    with pytest.raises(ValueError, match="single image"):
+        fitted.predict(X[0])
+    with pytest.raises(ValueError, match="grayscale batch"):
+        fitted.predict(X[..., 0])
+    with pytest.raises(ValueError, match="channels differ"):
+        fitted.predict(np.repeat(X, 3, axis=-1))
+    with pytest.raises(ValueError, match="model expects"):
+        fitted.predict(np.zeros((2, 9, 8, 1)))
+    with pytest.raises(ValueError, match="empty"):
+        fitted.score_samples(X[:0])
+    with pytest.raises(ValueError, match="empty"):
+        STRIPDetector(badnet.model).fit(X[:0])
+    bad = X.copy()
+    bad[1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fitted.predict(bad)
+    bad[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        STRIPDetector(badnet.model, n_overlays=2).fit(bad)
+    with pytest.raises(ValueError, match="pixel values"):
+        fitted.predict(X * 16)
+
+
+# --------------------------------------------------------------------------- CSAW
+
+
+@pytest.mark.csaw
+def test_real_csaw_net_runs_vectorised(csaw_dir):
+    from skbackdoor.models import load_badnet
+
+    model = load_badnet(csaw_dir / "sunglasses_bd_weights.h5", architecture="csaw-deepid", input_scale=1 / 255)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(40, 55, 47, 3), dtype=np.uint8)
+    detector = STRIPDetector(model, n_overlays=8, alpha=0.9, beta=0.5, random_state=0).fit(X[:30])
+    assert detector.n_classes_ == 1283
+    scores = detector.score_samples(X[30:])
+    assert scores.shape == (10,)
+    assert np.isfinite(scores).all()
+    assert (scores >= 0).all() and (scores <= np.log2(1283) + 1e-6).all()
+    np.testing.assert_allclose(scores, detector.score_samples(X[30:].astype(np.float32)), rtol=1e-6)
+    assert np.isfinite(detector.offset_)
+
+
+# --------------------------------------------------------------------------- plotting
+
+
+def test_entropy_histogram_plot(badnet, fitted):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from skbackdoor.plotting import plot_entropy_histogram
+
+    ax = plot_entropy_histogram(
+        fitted.score_samples(badnet.X_test[:60]),
+        fitted.score_samples(badnet.X_poisoned[:60]),
+        threshold=fitted.offset_,
+    )
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[:2] == ["clean", "poisoned"] and labels[2].startswith("threshold")
+    assert any(line.get_xdata()[0] == fitted.offset_ for line in ax.get_lines())
+    with pytest.raises(ValueError, match="NaN"):
+        plot_entropy_histogram([1.0, np.nan])
+
+
+def test_plotting_without_matplotlib_names_the_extra(monkeypatch):
+    from skbackdoor import plotting
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"skbackdoor\[plot\]"):
+        plotting.plot_entropy_histogram([0.1, 0.2])
