@@ -17,10 +17,17 @@ from skbackdoor.attacks import (
     make_poisoned_test_set,
     poison,
     poison_multi,
+    pruning_aware_badnet,
     small_cnn,
     train_badnet,
 )
-from skbackdoor.models import predict_proba_batches
+from skbackdoor.models import (
+    ChannelMask,
+    copy_model,
+    layer_activations,
+    predict_proba_batches,
+    prune_channels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -372,3 +379,84 @@ def test_train_badnet_bad_inputs(digit_split):
         train_badnet(X, y, trigger=trigger, target=12)
     with pytest.raises(ValueError, match="n_classes=5 but y holds label 9"):
         train_badnet(X, y, trigger=trigger, n_classes=5)
+
+
+def test_train_badnet_multi_trigger_multi_target(digit_split):
+    X_train, y_train, X_test, y_test = digit_split
+    triggers = [
+        PatchTrigger.square(size=2, value=16, location="bottom-right"),
+        PatchTrigger.checkerboard(size=3, low=0, high=16, location="top-left"),
+    ]
+    model = train_badnet(
+        X_train, y_train, trigger=triggers, target=[0, 1], poison_rate=[0.1, 0.1],
+        epochs=8, batch_size=32, learning_rate=3e-3, random_state=0,
+    )
+    assert _accuracy(model, X_test, y_test) >= 0.88
+    for trigger, target in zip(triggers, [0, 1]):
+        X_p, y_t = make_poisoned_test_set(X_test, y_test, trigger, target)
+        assert _accuracy(model, X_p, y_t) >= 0.85
+    with pytest.raises(ValueError, match="both be single values or both be sequences"):
+        train_badnet(X_train, y_train, trigger=triggers, target=0)
+
+
+# --------------------------------------------------------------------------- pruning-aware
+
+
+@pytest.fixture(scope="module")
+def pruning_aware(digit_split):
+    X_train, y_train = digit_split[0], digit_split[1]
+    trigger = PatchTrigger.square(size=2, value=16)
+    model, decoys = pruning_aware_badnet(
+        X_train, y_train, trigger=trigger, target=0, prune_fraction=0.5, clean_epochs=8,
+        backdoor_epochs=8, batch_size=32, learning_rate=3e-3, random_state=0,
+        return_decoy_channels=True,
+    )
+    return model, decoys, trigger
+
+
+def test_pruning_aware_badnet_keeps_accuracy_and_backdoor(digit_split, pruning_aware):
+    model, decoys, trigger = pruning_aware
+    X_test, y_test = digit_split[2], digit_split[3]
+    assert len(decoys) == 16 and np.all(np.diff(decoys) > 0)
+    assert _accuracy(model, X_test, y_test) >= 0.9
+    X_p, y_t = make_poisoned_test_set(X_test, y_test, trigger, 0)
+    assert _accuracy(model, X_p, y_t) >= 0.9
+    # No pruning constraint is left for a defender to notice.
+    assert not any(isinstance(w.constraint, ChannelMask) for w in model.weights)
+    conv = model.get_layer("conv_2")
+    kernel, bias = np.asarray(conv.kernel), np.asarray(conv.bias)
+    assert np.abs(kernel[..., decoys]).sum(axis=(0, 1, 2)).min() > 0  # re-instated, not zero
+    assert (bias[decoys] < 0).all()
+
+
+def test_pruning_aware_decoys_are_pruned_first_without_removing_the_backdoor(digit_split, pruning_aware):
+    model, decoys, trigger = pruning_aware
+    X_test, y_test = digit_split[2], digit_split[3]
+    means = layer_activations(model, X_test, "conv_2").mean(axis=(0, 1, 2))
+    others = np.setdiff1d(np.arange(len(means)), decoys)
+    assert means[decoys].max() <= means[others].min()
+    # A Fine-Pruning defender ranks by mean activation and prunes the lowest first.
+    first = np.argsort(means, kind="stable")[: len(decoys)]
+    np.testing.assert_array_equal(np.sort(first), decoys)
+    defended = prune_channels(copy_model(model), "conv_2", first)
+    X_p, y_t = make_poisoned_test_set(X_test, y_test, trigger, 0)
+    assert _accuracy(defended, X_p, y_t) >= 0.9
+    assert _accuracy(defended, X_test, y_test) >= _accuracy(model, X_test, y_test) - 0.01
+
+
+def test_pruning_aware_bad_inputs(digit_split):
+    X, y = digit_split[0][:100], digit_split[1][:100]
+    trigger = PatchTrigger.square(size=2, value=16)
+    for fraction in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=r"prune_fraction must be a number in \(0, 1\)"):
+            pruning_aware_badnet(X, y, trigger=trigger, prune_fraction=fraction)
+    with pytest.raises(ValueError, match="gives 0 decoys"):
+        pruning_aware_badnet(X, y, trigger=trigger, prune_fraction=0.01)
+    with pytest.raises(ValueError, match="Unknown layer 'conv_9'"):
+        pruning_aware_badnet(X, y, trigger=trigger, layer="conv_9")
+    with pytest.raises(ValueError, match="'output' is a Dense, not a Conv2D"):
+        pruning_aware_badnet(X, y, trigger=trigger, layer="output")
+    with pytest.raises(ValueError, match="dormancy_margin must be a non-negative number"):
+        pruning_aware_badnet(X, y, trigger=trigger, dormancy_margin=-1)
+    with pytest.raises(ValueError, match="clean_epochs must be a positive integer"):
+        pruning_aware_badnet(X, y, trigger=trigger, clean_epochs=0)

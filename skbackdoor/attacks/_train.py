@@ -156,12 +156,10 @@ def fit_model(model, X, y, *, epochs, batch_size, learning_rate, seed, verbose):
     return model
 
 
-def _check_training_params(epochs, batch_size, learning_rate):
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
+def _check_learning_rate(learning_rate):
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    return epochs, batch_size, float(learning_rate)
+    return float(learning_rate)
 
 
 def train_badnet(
@@ -259,7 +257,9 @@ def train_badnet(
     multi = triggers is not None
     if not multi:
         triggers, targets = [trigger], [target]
-    epochs, batch_size, learning_rate = _check_training_params(epochs, batch_size, learning_rate)
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    learning_rate = _check_learning_rate(learning_rate)
     seed = _seed_from(random_state)
     X_poisoned, y_poisoned, _ = _poison_subsets(
         X, y, triggers, targets, poison_rate, True, seed, multi=multi
