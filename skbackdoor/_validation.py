@@ -44,13 +44,25 @@ def check_images(X, *, input_shape=None, name="X", allow_empty=False, dtype=np.f
     ValueError
         If ``X`` has the wrong rank or shape, is empty, or holds NaN or infinity.
     """
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(
+            f"Sparse input is not supported: {name} must be a dense image array of shape "
+            "(n_samples, height, width, channels)."
+        )
     if hasattr(X, "numpy") and not isinstance(X, np.ndarray):
         X = X.numpy()
     try:
         X = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
-    if X.dtype == object or not (
+    if np.iscomplexobj(X):
+        raise ValueError(f"Complex data not supported: {name} must hold real pixel values.")
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must hold numbers, got an array of dtype object.") from None
+    if not (
         np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)
     ):
         raise TypeError(f"{name} must hold numbers, got an array of dtype {X.dtype}.")

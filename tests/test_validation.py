@@ -64,3 +64,18 @@ def test_pixel_range_mismatch_is_caught():
     check_pixel_range(np.full((1, 2, 2, 1), 1.05), fitted)
     with pytest.raises(ValueError, match=r"pixel values in \[0, 255\].*fitted on values in \[0, 1\]"):
         check_pixel_range(np.array([0.0, 255.0]).reshape(1, 2, 1, 1), fitted)
+
+
+def test_sparse_and_complex_inputs_are_refused():
+    from scipy import sparse
+
+    with pytest.raises(TypeError, match="Sparse input is not supported"):
+        check_images(sparse.csr_matrix(np.eye(3)))
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        check_images(np.zeros((1, 2, 2, 1), dtype=complex))
+
+
+def test_object_arrays_of_numbers_are_accepted_and_of_strings_refused():
+    assert check_images(np.zeros((1, 2, 2, 1), dtype=object)).dtype == np.float32
+    with pytest.raises(TypeError, match="must hold numbers, got an array of dtype object"):
+        check_images(np.full((1, 2, 2, 1), "x", dtype=object))
