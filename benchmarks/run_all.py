@@ -1,0 +1,628 @@
+"""Run every skbackdoor benchmark and write the combined report.
+
+One command, from the repository root (after ``bash tools/install.sh``)::
+
+    .venv/bin/python benchmarks/run_all.py --quick   # smaller sizes, < 10 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py           # full sizes
+
+Each ``benchmarks/bench_*.py`` script runs in its own fresh process (with ``--quick``
+when asked), one after the other so that timings do not compete for the cores, and
+writes its own ``benchmarks/results/<name>[_quick].md|json`` and figures. This script
+then writes, next to them:
+
+- ``summary[_quick].md|json``: the environment (Python and library versions, CPU cores,
+  platform, git commit), and for every script its status, wall time and report;
+- ``comparison[_quick].md|json`` and ``comparison[_quick].png``: each defense on each
+  BadNet (CCA, ASR, FRR / FAR, time) gathered from the scripts' JSON files, beside the
+  published numbers of BackdoorBench, the CSAW-HackML-2020 reports and the STRIP paper,
+  with the differences of setting spelled out.
+
+``--collect-only`` skips running and rebuilds the summary and comparison from the JSON
+files already in ``benchmarks/results``. Logs of each script go to
+``benchmarks/results/logs/``. Seeds are fixed inside each script; this runner adds
+``PYTHONHASHSEED=0``.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
+RESULTS = BENCHMARKS / "results"
+
+# The BadNets are trained first (other scripts may reuse what it caches), then each
+# defense; any other bench_*.py found is run after these, in name order.
+ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet"]
+
+PACKAGES = [
+    "skbackdoor",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "joblib",
+    "h5py",
+    "matplotlib",
+    "adversarial-robustness-toolbox",
+]
+
+QUICK_BUDGET_S = 600
+
+# --------------------------------------------------------------------------- anchors
+
+# Published numbers, quoted (percent). They come from other datasets, architectures and
+# implementations: the "setting" column says how each differs from ours.
+ANCHORS = [
+    {
+        "source": "BackdoorBench leaderboard",
+        "url": "https://backdoorbench.github.io",
+        "setting": "CIFAR-10, BadNets, PreAct-ResNet18, 10 % poisoning",
+        "defense": "Fine-Pruning (FP)",
+        "cca": 91.31,
+        "asr": 57.13,
+    },
+    {
+        "source": "BackdoorBench leaderboard",
+        "url": "https://backdoorbench.github.io",
+        "setting": "CIFAR-10, BadNets, PreAct-ResNet18, 10 % poisoning",
+        "defense": "Fine-tuning (FT)",
+        "cca": 89.96,
+        "asr": 1.48,
+    },
+    {
+        "source": "BackdoorBench leaderboard",
+        "url": "https://backdoorbench.github.io",
+        "setting": "CIFAR-10, BadNets, PreAct-ResNet18, 10 % poisoning",
+        "defense": "Neural Cleanse (NC)",
+        "cca": 89.05,
+        "asr": 1.27,
+    },
+    {
+        "source": "BackdoorBench leaderboard",
+        "url": "https://backdoorbench.github.io",
+        "setting": "CIFAR-10, BadNets, PreAct-ResNet18, 10 % poisoning",
+        "defense": "ANP (not in skbackdoor)",
+        "cca": 84.17,
+        "asr": 0.73,
+    },
+    {
+        "source": "CSAW-HackML-2020 report (pruning only, G(B, B'))",
+        "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+        "setting": "YouTube Aligned Faces 55x47x3, 1283 classes, DeepID, sunglasses trigger",
+        "defense": "Prune until 2 % accuracy drop, GoodNet G(B, B')",
+        "cca": 95.74,
+        "asr": 100.0,
+    },
+    {
+        "source": "CSAW-HackML-2020 report (pruning only, G(B, B'))",
+        "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+        "setting": "YouTube Aligned Faces 55x47x3, 1283 classes, DeepID, sunglasses trigger",
+        "defense": "Prune until 4 % accuracy drop, GoodNet G(B, B')",
+        "cca": 92.13,
+        "asr": 99.98,
+    },
+    {
+        "source": "CSAW-HackML-2020 report (pruning only, G(B, B'))",
+        "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+        "setting": "YouTube Aligned Faces 55x47x3, 1283 classes, DeepID, sunglasses trigger",
+        "defense": "Prune until 10 % accuracy drop, GoodNet G(B, B')",
+        "cca": 84.33,
+        "asr": 77.21,
+    },
+    {
+        "source": "CSAW-HackML-2020 report (fine-pruning)",
+        "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+        "setting": "YouTube Aligned Faces 55x47x3, 1283 classes, DeepID, sunglasses BadNet",
+        "defense": "Fine-Pruning, repaired B'",
+        "cca": 90.43,
+        "asr": 3.07,
+    },
+    {
+        "source": "CSAW-HackML-2020 report (fine-pruning)",
+        "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+        "setting": "YouTube Aligned Faces 55x47x3, 1283 classes, DeepID",
+        "defense": "Fine-Pruning, repaired B'",
+        "cca": 92.09,
+        "asr": 5.15,
+    },
+    {
+        "source": "STRIP paper (Gao et al., ACSAC 2019)",
+        "url": "https://arxiv.org/abs/1902.06531",
+        "setting": "MNIST, CIFAR-10, GTSRB; their own trojaned nets",
+        "defense": "STRIP",
+        "frr": 1.0,
+        "far": "< 1",
+    },
+]
+
+# ---------------------------------------------------------------------- environment
+
+
+def _version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_gib():
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _git(*args):
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(mode):
+    """What the numbers depend on: versions, cores, platform, commit."""
+    try:
+        usable_cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable_cores = os.cpu_count()
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": mode,
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES if _version(name)},
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores,
+        "cpu_model": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+        "git_commit": None if commit is None else commit + (" (modified files)" if dirty else ""),
+        "command": "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else ""),
+    }
+
+
+def environment_lines(env):
+    packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items())
+    return [
+        f"- Generated: {env['date_utc']} by `{env['command']}` ({env['mode']} mode)",
+        f"- Machine: {env['cpu_count']} CPU cores ({env['usable_cores']} usable), "
+        f"{env['cpu_model'] or 'unknown CPU'}, {env['memory_gib'] or '?'} GiB RAM",
+        f"- Platform: {env['platform']}, Python {env['python']}",
+        f"- Packages: {packages}",
+        f"- Commit: {env['git_commit'] or 'unknown'}",
+    ]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def discover():
+    """``{name: path}`` of the benchmark scripts, in running order."""
+    found = {path.stem[len("bench_"):]: path for path in sorted(BENCHMARKS.glob("bench_*.py"))}
+    ordered = [name for name in ORDER if name in found]
+    ordered += [name for name in sorted(found) if name not in ORDER]
+    return {name: found[name] for name in ordered}
+
+
+def _pump(stream, log_handle, prefix):
+    for line in iter(stream.readline, ""):
+        log_handle.write(line)
+        log_handle.flush()
+        sys.stdout.write(f"{prefix}{line}")
+        sys.stdout.flush()
+
+
+def run_script(name, path, *, quick, timeout, log_dir):
+    """Run one benchmark in a fresh process; return its status record."""
+    command = [sys.executable, str(path)] + (["--quick"] if quick else [])
+    log_path = log_dir / f"{name}{'_quick' if quick else ''}.log"
+    env = dict(os.environ, PYTHONHASHSEED="0", MPLBACKEND="Agg")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(f"=== {name}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log_handle:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        pump = threading.Thread(target=_pump, args=(process.stdout, log_handle, f"[{name}] "), daemon=True)
+        pump.start()
+        timed_out = False
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                returncode = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                returncode = process.wait()
+        pump.join(timeout=10)
+    seconds = time.perf_counter() - start
+    status = "timed out" if timed_out else ("ok" if returncode == 0 else f"failed (exit {returncode})")
+    print(f"=== {name}: {status} in {seconds:.0f} s (log: {log_path.relative_to(ROOT)})", flush=True)
+    return {
+        "name": name,
+        "script": str(path.relative_to(ROOT)),
+        "command": " ".join(["python", str(path.relative_to(ROOT))] + command[2:]),
+        "status": status,
+        "returncode": returncode,
+        "seconds": round(seconds, 1),
+        "log": str(log_path.relative_to(ROOT)),
+    }
+
+
+# ------------------------------------------------------------------------ collecting
+
+
+def result_files(name, suffix):
+    """The JSON and Markdown reports a script wrote (``<name><suffix>.*``)."""
+    json_path = RESULTS / f"{name}{suffix}.json"
+    md_path = RESULTS / f"{name}{suffix}.md"
+    return (json_path if json_path.is_file() else None, md_path if md_path.is_file() else None)
+
+
+def _rate(value):
+    """A rate as a fraction in [0, 1], or None; percentages (> 1) are converted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value / 100.0 if value > 1.0 else float(value)
+
+
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _first(mapping, *keys):
+    for key in keys:
+        if key in mapping and mapping[key] is not None:
+            return mapping[key]
+    return None
+
+
+def comparison_row(source, record, *, defense=None, badnet=None, note=None):
+    """Normalise one record into the comparison table's columns."""
+    lowered = {str(key).lower(): value for key, value in record.items()}
+    row = {
+        "benchmark": source,
+        "defense": defense or _first(lowered, "defense", "method", "estimator", "name"),
+        "badnet": badnet or _first(lowered, "badnet", "attack", "setting", "model", "trigger"),
+        "cca": _rate(_first(lowered, "cca", "clean_accuracy", "accuracy")),
+        "asr": _rate(_first(lowered, "asr", "attack_success_rate")),
+        "frr": _rate(_first(lowered, "frr", "false_rejection_rate")),
+        "far": _rate(_first(lowered, "far", "false_acceptance_rate")),
+        "seconds": _seconds(_first(lowered, "seconds", "fit_seconds", "fit_time_s", "fit_s", "time_s", "time")),
+        "throughput": _first(lowered, "throughput"),
+        "note": note or _first(lowered, "note", "notes"),
+    }
+    if row["defense"] is None or row["badnet"] is None:
+        return None
+    if all(row[key] is None for key in ("cca", "asr", "frr", "far")):
+        return None
+    row["defense"], row["badnet"] = str(row["defense"]), str(row["badnet"])
+    if row["note"] is not None and not isinstance(row["note"], str):
+        row["note"] = "; ".join(map(str, row["note"])) if isinstance(row["note"], list) else str(row["note"])
+    return row
+
+
+def _strip_rows(data, source):
+    """STRIP: FRR / FAR at the detector's own threshold (entropy, Gaussian fit)."""
+    rows = []
+    speeds = data.get("speed") or {}
+    fmnist_speed = next((s for key, s in speeds.items() if "fashion" in key.lower()), None)
+    throughput = None
+    if isinstance(fmnist_speed, dict) and fmnist_speed.get("strip_inputs_per_s"):
+        throughput = f"{fmnist_speed['strip_inputs_per_s']:,.0f} inputs/s"
+    for trigger, detection in (data.get("detection") or {}).items():
+        if not isinstance(detection, dict):
+            continue
+        badnet = f"Fashion-MNIST {trigger}"
+        if detection.get("cca") is not None or detection.get("asr") is not None:
+            rows.append(comparison_row(source, {"cca": detection.get("cca"), "asr": detection.get("asr")},
+                                       defense="none (the BadNet B)", badnet=badnet))
+        for record in detection.get("rows") or []:
+            if not isinstance(record, dict):
+                continue
+            if (record.get("statistic"), record.get("threshold")) != ("entropy", "gaussian"):
+                continue
+            if (record.get("alpha"), record.get("beta")) != (1.0, 1.0):
+                continue
+            target = record.get("target_frr")
+            target_text = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
+            rows.append(comparison_row(
+                source, {"frr": record.get("frr"), "far": record.get("far"), "throughput": throughput},
+                defense=f"STRIPDetector (target FRR {target_text})", badnet=badnet,
+                note="detector: the BadNet's own CCA / ASR are unchanged for inputs it passes",
+            ))
+    return [row for row in rows if row is not None]
+
+
+ADAPTERS = {"strip": _strip_rows}
+
+
+def _generic_rows(data, source):
+    """Rows from an explicit ``comparison`` list, else from records naming a defense."""
+    explicit = data.get("comparison") if isinstance(data, dict) else None
+    if isinstance(explicit, list):
+        return [row for row in (comparison_row(source, r) for r in explicit if isinstance(r, dict)) if row]
+    rows = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            keys = {str(key).lower() for key in node}
+            if keys & {"defense", "method"} and keys & {"cca", "asr", "frr", "far"}:
+                row = comparison_row(source, node)
+                if row:
+                    rows.append(row)
+                    return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data)
+    return rows
+
+
+def collect(names, suffix):
+    """Comparison rows from every script's JSON, and notes on what could not be read."""
+    rows, notes = [], []
+    for name in names:
+        json_path, _ = result_files(name, suffix)
+        if json_path is None:
+            notes.append(f"`{name}`: no `{name}{suffix}.json` in benchmarks/results (not run, or failed).")
+            continue
+        try:
+            data = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            notes.append(f"`{name}`: could not read {json_path.name}: {exc}")
+            continue
+        found = []
+        if isinstance(data, dict) and isinstance(data.get("comparison"), list):
+            found = _generic_rows(data, name)
+        elif name in ADAPTERS and isinstance(data, dict):
+            try:
+                found = ADAPTERS[name](data, name)
+            except Exception as exc:  # a format change must not lose the other results
+                notes.append(f"`{name}`: {json_path.name} not in the expected format ({type(exc).__name__}: {exc}).")
+        if not found:
+            found = _generic_rows(data, name)
+        if not found:
+            notes.append(f"`{name}`: {json_path.name} holds no defense/BadNet rows with CCA, ASR, FRR or FAR; see its own report.")
+        rows.extend(found)
+    return rows, notes
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _percent(value):
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _time_cell(row):
+    parts = []
+    if row.get("seconds") is not None:
+        parts.append(f"{row['seconds']:,.1f} s")
+    if row.get("throughput"):
+        parts.append(str(row["throughput"]))
+    return ", ".join(parts)
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def comparison_table(rows):
+    lines = [
+        "| BadNet | defense | CCA % | ASR % | FRR % | FAR % | time | benchmark |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in sorted(rows, key=lambda r: (r["badnet"], r["benchmark"])):
+        lines.append(
+            f"| {_cell(row['badnet'])} | {_cell(row['defense'])} | {_percent(row['cca'])} | "
+            f"{_percent(row['asr'])} | {_percent(row['frr'])} | {_percent(row['far'])} | "
+            f"{_cell(_time_cell(row))} | `{row['benchmark']}` |"
+        )
+    return lines
+
+
+def anchor_table():
+    lines = [
+        "| source | setting (how it differs from ours) | defense | CCA % | ASR % | FRR % | FAR % |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for anchor in ANCHORS:
+        cells = [anchor.get(key, "") for key in ("cca", "asr", "frr", "far")]
+        cells = [f"{value:.2f}" if isinstance(value, float) else str(value) for value in cells]
+        lines.append(
+            f"| [{anchor['source']}]({anchor['url']}) | {anchor['setting']} | {anchor['defense']} | "
+            + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def plot_comparison(rows, path):
+    """CCA against ASR: every measured defense/BadNet pair, and the published anchors."""
+    points = [row for row in rows if row["cca"] is not None and row["asr"] is not None]
+    if not points:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    badnets = sorted({row["badnet"] for row in points})
+    markers = "osD^v<>pP*X"
+    for index, badnet in enumerate(badnets):
+        group = [row for row in points if row["badnet"] == badnet]
+        ax.scatter([100 * r["asr"] for r in group], [100 * r["cca"] for r in group],
+                   marker=markers[index % len(markers)], s=45, label=badnet)
+        for row in group:
+            ax.annotate(row["defense"], (100 * row["asr"], 100 * row["cca"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    anchors = [a for a in ANCHORS if isinstance(a.get("cca"), float) and isinstance(a.get("asr"), float)]
+    ax.scatter([a["asr"] for a in anchors], [a["cca"] for a in anchors], marker="x", color="0.55",
+               label="published (other settings)")
+    ax.set_xlabel("attack success rate, % (lower is better)")
+    ax.set_ylabel("clean accuracy, % (higher is better)")
+    ax.set_xlim(-3, 103)
+    ax.set_title("Defenses: clean accuracy against attack success")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def write_reports(env, runs, rows, notes, suffix):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    total = sum(run["seconds"] for run in runs if run.get("seconds") is not None)
+
+    summary = ["# Benchmark summary", ""] + environment_lines(env) + [""]
+    if runs:
+        summary += [
+            "| benchmark | command | status | wall time | report |",
+            "| --- | --- | --- | ---: | --- |",
+        ]
+        for run in runs:
+            _, md_path = result_files(run["name"], suffix)
+            report = f"`{md_path.name}`" if md_path else "none written"
+            seconds = "" if run.get("seconds") is None else f"{run['seconds']:,.0f} s"
+            summary.append(f"| {run['name']} | `{run['command']}` | {run['status']} | {seconds} | {report} |")
+        summary += ["", f"Total wall time of the benchmark scripts: {total:,.0f} s."]
+        if env["mode"] == "quick" and total > QUICK_BUDGET_S:
+            summary.append(f"The quick mode exceeded its {QUICK_BUDGET_S} s budget on this machine.")
+    else:
+        summary.append("No benchmark was run (`--collect-only`): the tables come from the JSON files present.")
+    summary += [
+        "",
+        "Every script runs in a fresh process, one at a time, with its seeds fixed; speed ratios "
+        "are measured side by side inside one script run. The combined table is in "
+        f"`comparison{suffix}.md`; each script's log is in `benchmarks/results/logs/`.",
+        "",
+    ]
+    (RESULTS / f"summary{suffix}.md").write_text("\n".join(summary), encoding="utf-8")
+    (RESULTS / f"summary{suffix}.json").write_text(
+        json.dumps({"environment": env, "runs": runs, "total_seconds": round(total, 1)}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+
+    figure = plot_comparison(rows, RESULTS / f"comparison{suffix}.png")
+    comparison = ["# Defenses compared", ""] + environment_lines(env) + [
+        "",
+        "## Measured here",
+        "",
+        "Each defense on each BadNet, from the benchmark scripts' JSON files. CCA: clean "
+        "test accuracy; ASR: share of triggered test images (of classes other than the "
+        "target) classified as the target; FRR: clean inputs flagged as poisoned; FAR: "
+        "poisoned inputs not flagged. A blank cell was not measured by that benchmark. "
+        "Time: fitting time and/or throughput as the benchmark reports it.",
+        "",
+    ]
+    comparison += comparison_table(rows) if rows else ["No comparable results yet: run `python benchmarks/run_all.py`."]
+    if figure:
+        comparison += ["", f"![CCA against ASR]({figure})"]
+    if notes:
+        comparison += ["", "Missing or unreadable results:", ""] + [f"- {note}" for note in notes]
+    comparison += [
+        "",
+        "## Published numbers (quoted, not measured here)",
+        "",
+        "Quoted for orientation only: the datasets, architectures, triggers and "
+        "implementations differ from ours (Fashion-MNIST and a small CNN here), so compare "
+        "trends, not digits. BackdoorBench and the CSAW reports give CCA / ASR in percent; "
+        "the STRIP paper reports FAR below 1 % at an FRR of 1 %.",
+        "",
+    ] + anchor_table() + [
+        "",
+        "The CSAW-HackML-2020 reports are student reports on the challenge's DeepID face "
+        "BadNets (sunglasses trigger unless noted); the prune-only rows are a GoodNet that "
+        "flags disagreements between B and the pruned B' (no fine-tuning), which keeps the "
+        "backdoor's ASR high until much accuracy is lost.",
+        "",
+    ]
+    (RESULTS / f"comparison{suffix}.md").write_text("\n".join(comparison), encoding="utf-8")
+    (RESULTS / f"comparison{suffix}.json").write_text(
+        json.dumps({"environment": env, "measured": rows, "notes": notes, "published": ANCHORS,
+                    "figure": figure}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: under 10 minutes on 2 cores")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (e.g. strip goodnet)")
+    parser.add_argument("--skip", nargs="+", metavar="NAME", default=[], help="do not run these benchmarks")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds after which one script is stopped")
+    parser.add_argument("--collect-only", action="store_true", help="do not run; rebuild the report from existing JSON")
+    parser.add_argument("--list", action="store_true", help="list the benchmark scripts and exit")
+    args = parser.parse_args(argv)
+
+    scripts = discover()
+    if args.list:
+        for name, path in scripts.items():
+            print(f"{name}\t{path.relative_to(ROOT)}")
+        return 0
+    unknown = [name for name in (args.only or []) + args.skip if name not in scripts]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {list(scripts)}")
+    selected = [name for name in scripts if (not args.only or name in args.only) and name not in args.skip]
+    suffix = "_quick" if args.quick else ""
+    env = environment("quick" if args.quick else "full")
+
+    runs = []
+    if not args.collect_only:
+        log_dir = RESULTS / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for name in selected:
+            runs.append(run_script(name, scripts[name], quick=args.quick, timeout=args.timeout, log_dir=log_dir))
+
+    rows, notes = collect(selected, suffix)
+    write_reports(env, runs, rows, notes, suffix)
+    print(f"wrote {RESULTS.relative_to(ROOT)}/summary{suffix}.md and comparison{suffix}.md")
+    return 0 if all(run["status"] == "ok" for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
