@@ -197,6 +197,18 @@ def test_mask_trigger_errors():
         MaskTrigger(np.zeros((4, 4)), np.zeros((4, 4))).apply(np.zeros((1, 5, 5, 1)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.uint16])
+def test_untouched_pixels_keep_their_exact_values(dtype):
+    mask = np.zeros((5, 5))
+    mask[0, 0] = mask[4, 4] = 1.0  # the bounding box spans the whole image
+    trigger = MaskTrigger(np.full((5, 5), 9.0), mask, clip_range=None)
+    X = (np.random.RandomState(0).uniform(0, 60000, size=(3, 5, 5, 1)) + 1 / 3).astype(dtype)
+    out = trigger.apply(X)
+    assert out.dtype == X.dtype
+    np.testing.assert_array_equal(out[:, 1:4], X[:, 1:4])
+    assert (out[:, 0, 0] == 9).all() and (out[:, 4, 4] == 9).all()
+
+
 def test_triggers_share_the_base_class_and_repr():
     for trigger in (
         PatchTrigger.square(2),
@@ -460,3 +472,15 @@ def test_pruning_aware_bad_inputs(digit_split):
         pruning_aware_badnet(X, y, trigger=trigger, dormancy_margin=-1)
     with pytest.raises(ValueError, match="clean_epochs must be a positive integer"):
         pruning_aware_badnet(X, y, trigger=trigger, clean_epochs=0)
+
+
+def test_pruning_aware_is_deterministic_and_leaves_inputs(digit_split):
+    X, y = digit_split[0][:300], digit_split[1][:300]
+    X_before = X.copy()
+    trigger = PatchTrigger.square(size=2, value=16)
+    kwargs = dict(trigger=trigger, clean_epochs=1, backdoor_epochs=1, random_state=5)
+    first = pruning_aware_badnet(X, y, **kwargs)
+    second = pruning_aware_badnet(X, y, **kwargs)
+    np.testing.assert_array_equal(X, X_before)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -177,9 +177,12 @@ class Trigger:
         # Only the bounding box of the footprint changes; skipping the rest keeps
         # patch triggers cheap on large datasets.
         box = (slice(None), slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        m = mask[box[1:]].astype(np.float32)
-        p = pattern[box[1:]].astype(np.float32)
-        region = X[box].astype(np.float32) * (1.0 - m) + m * p
+        # float32 is exact for 8/16-bit pixels; wider inputs keep float64 precision, so
+        # untouched pixels inside the box come back bit for bit.
+        work = np.float32 if X.dtype.itemsize <= 2 or X.dtype == np.float32 else np.float64
+        m = mask[box[1:]].astype(work)
+        p = pattern[box[1:]].astype(work)
+        region = X[box].astype(work) * (1 - m) + m * p
         out[box] = _to_dtype(region, X.dtype, self.clip_range)
         return out
 
