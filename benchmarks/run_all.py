@@ -347,7 +347,8 @@ def _strip_rows(data, source):
     for trigger, detection in (data.get("detection") or {}).items():
         if not isinstance(detection, dict):
             continue
-        badnet = f"Fashion-MNIST {trigger}"
+        # bench_strip trains its own BadNets unless it says it used the shared ones.
+        badnet = f"Fashion-MNIST {trigger}" + ("" if data.get("shared_badnets") else " (STRIP benchmark's own)")
         if detection.get("cca") is not None or detection.get("asr") is not None:
             rows.append(comparison_row(source, {"cca": detection.get("cca"), "asr": detection.get("asr")},
                                        defense="none (the BadNet B)", badnet=badnet))
@@ -368,7 +369,29 @@ def _strip_rows(data, source):
     return [row for row in rows if row is not None]
 
 
-ADAPTERS = {"strip": _strip_rows}
+def _goodnet_rows(data, source):
+    """GoodNet: every variant on every BadNet; "flagged" shares give FRR and FAR."""
+    rows = []
+    for attack, variants in (data.get("attacks") or {}).items():
+        if not isinstance(variants, dict):
+            continue
+        for name, record in variants.items():
+            if not isinstance(record, dict):
+                continue
+            values = {"cca": record.get("cca"), "asr": record.get("asr")}
+            if name != "BadNet B":
+                values["seconds"] = record.get("seconds")
+            can_flag = name.startswith("G")
+            if can_flag and _rate(record.get("clean_flagged")) is not None:
+                values["frr"] = record["clean_flagged"]
+            if can_flag and _rate(record.get("poisoned_flagged")) is not None:
+                values["far"] = 1.0 - _rate(record["poisoned_flagged"])
+            defense = "none (the BadNet B)" if name == "BadNet B" else name
+            rows.append(comparison_row(source, values, defense=defense, badnet=f"Fashion-MNIST {attack}"))
+    return [row for row in rows if row is not None]
+
+
+ADAPTERS = {"strip": _strip_rows, "goodnet": _goodnet_rows}
 
 
 def _generic_rows(data, source):
@@ -475,9 +498,15 @@ def anchor_table():
 
 
 def plot_comparison(rows, path):
-    """CCA against ASR: every measured defense/BadNet pair, and the published anchors."""
+    """CCA against ASR, one panel per BadNet, and a panel of the published anchors."""
     points = [row for row in rows if row["cca"] is not None and row["asr"] is not None]
-    if not points:
+    groups = {}
+    for row in points:
+        groups.setdefault(row["badnet"], []).append(row)
+    # A panel holding the undefended BadNet alone says nothing about defenses.
+    groups = {name: group for name, group in groups.items() if len(group) > 1}
+    anchors = [a for a in ANCHORS if isinstance(a.get("cca"), float) and isinstance(a.get("asr"), float)]
+    if not groups:
         return None
     try:
         import matplotlib
@@ -486,25 +515,35 @@ def plot_comparison(rows, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    badnets = sorted({row["badnet"] for row in points})
-    markers = "osD^v<>pP*X"
-    for index, badnet in enumerate(badnets):
-        group = [row for row in points if row["badnet"] == badnet]
-        ax.scatter([100 * r["asr"] for r in group], [100 * r["cca"] for r in group],
-                   marker=markers[index % len(markers)], s=45, label=badnet)
-        for row in group:
-            ax.annotate(row["defense"], (100 * row["asr"], 100 * row["cca"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
-    anchors = [a for a in ANCHORS if isinstance(a.get("cca"), float) and isinstance(a.get("asr"), float)]
-    ax.scatter([a["asr"] for a in anchors], [a["cca"] for a in anchors], marker="x", color="0.55",
-               label="published (other settings)")
-    ax.set_xlabel("attack success rate, % (lower is better)")
-    ax.set_ylabel("clean accuracy, % (higher is better)")
-    ax.set_xlim(-3, 103)
-    ax.set_title("Defenses: clean accuracy against attack success")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    panels = list(groups.items()) + [("published (other datasets and nets)", None)]
+    n_columns = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_columns)
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(4.2 * n_columns, 3.6 * n_rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, group) in zip(axes.ravel(), panels):
+        if group is None:
+            labelled = [(a["asr"], a["cca"], f"{a['defense'].split(',')[0]} [{a['source'].split(' ')[0]}]")
+                        for a in anchors]
+            color = "0.45"
+        else:
+            labelled = [(100 * r["asr"], 100 * r["cca"], r["defense"]) for r in group]
+            color = "tab:blue"
+        for asr, cca, label in labelled:
+            undefended = label.startswith("none")
+            ax.scatter(asr, cca, s=36, marker="x" if undefended else "o",
+                       color="tab:red" if undefended else color)
+            note = ax.annotate("BadNet B" if undefended else label, (asr, cca), fontsize=6.5,
+                               xytext=(4, 2), textcoords="offset points", annotation_clip=False)
+            note.set_in_layout(False)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(-5, 130)
+        ax.set_xticks(range(0, 101, 20))
+        ax.set_xlabel("ASR % (lower is better)", fontsize=8)
+        ax.set_ylabel("CCA % (higher is better)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Clean accuracy against attack success, per BadNet", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
