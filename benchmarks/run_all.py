@@ -391,7 +391,20 @@ def _goodnet_rows(data, source):
     return [row for row in rows if row is not None]
 
 
-ADAPTERS = {"strip": _strip_rows, "goodnet": _goodnet_rows}
+def _train_badnet_rows(data, source):
+    """train_badnet: the BadNet itself (no defense), with its training time."""
+    row = comparison_row(
+        source,
+        {"cca": data.get("clean_accuracy"), "asr": data.get("attack_success_rate"),
+         "seconds": data.get("train_seconds")},
+        defense="none (training the BadNet with train_badnet)",
+        badnet="Fashion-MNIST patch (train_badnet benchmark's own)",
+        note=None if data.get("n_train") is None else f"{data['n_train']:,} training images",
+    )
+    return [row] if row else []
+
+
+ADAPTERS = {"strip": _strip_rows, "goodnet": _goodnet_rows, "train_badnet": _train_badnet_rows}
 
 
 def _generic_rows(data, source):
