@@ -81,7 +81,7 @@ class FinePruner(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         Used when ``prune_fraction`` is None: channels are pruned one by one while the
         validation accuracy of the pruned (not yet fine-tuned) network stays at or
         above the unpruned accuracy minus this drop; pruning stops before the first
-        channel that takes it below. In accuracy units: ``0.04`` is 4 points, the
+        channel that takes it below (and always leaves one channel). In accuracy units: ``0.04`` is 4 points, the
         paper's and the CSAW reports' middle setting (they saved models at 2%, 4%
         and 10%).
     learning_rate : float, default=1e-3
@@ -330,10 +330,14 @@ class FinePruner(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         return np.sort(tune_rows), np.sort(holdout_rows)
 
     def _n_to_prune(self, accuracy):
+        """Number of channels to prune; at least one channel always stays."""
         if self.prune_fraction is not None:
-            return min(int(np.floor(self.prune_fraction * self.n_channels_ + 1e-9)), self.n_channels_ - 1)
-        below = np.flatnonzero(accuracy < accuracy[0] - self.max_accuracy_drop)
-        return int(below[0]) - 1 if below.size else self.n_channels_
+            n_pruned = int(np.floor(self.prune_fraction * self.n_channels_ + 1e-9))
+        else:
+            # Accuracies are counts / n: the slack only absorbs the rounding of the threshold.
+            below = np.flatnonzero(accuracy < accuracy[0] - self.max_accuracy_drop - 1e-9)
+            n_pruned = int(below[0]) - 1 if below.size else self.n_channels_
+        return min(n_pruned, self.n_channels_ - 1)
 
     def _fine_tune(self, model, X, y, tune_rows, holdout_rows):
         if self.epochs == 0:
@@ -385,6 +389,7 @@ class FinePruner(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def pruning_sweep(self, X, y):
