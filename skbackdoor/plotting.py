@@ -288,3 +288,283 @@ def plot_anomaly_index(anomaly_index, *, labels=None, threshold=2.0, flagged=Non
         ax.set_title(title)
     ax.legend()
     return ax
+
+
+# --------------------------------------------------------------------------- Fine-Pruning
+
+__all__ += ["plot_activation_maps", "plot_cca_asr_heatmaps", "plot_pruning_curve"]
+
+
+def _check_fitted_pruner(pruner):
+    if not hasattr(pruner, "pruning_curve_"):
+        raise ValueError(
+            "Expected a fitted FinePruner (with pruning_curve_); call fit first, or pass a "
+            "curve dict with 'fraction' and 'accuracy'."
+        )
+
+
+def plot_pruning_curve(pruner, X_poisoned=None, y_target=None, *, title=None, ax=None):
+    """Clean accuracy and attack success rate against the fraction of channels pruned.
+
+    The figure of the Fine-Pruning paper (its Figure 3) and of the CSAW-HackML-2020
+    reports: as dormant channels go, clean accuracy holds while the attack success rate
+    falls. Both curves are for the BadNet pruned in the fitted order, before
+    fine-tuning; a dotted line marks the fraction the pruner chose.
+
+    Parameters
+    ----------
+    pruner : fitted FinePruner or dict
+        A fitted :class:`~skbackdoor.FinePruner`, whose ``pruning_curve_`` gives the
+        clean (validation) accuracy; or a curve dict with ``"fraction"`` and
+        ``"accuracy"``, as ``pruning_curve_``.
+    X_poisoned : array-like of shape (n_poisoned, height, width, channels), default=None
+        Inputs carrying the trigger; with a fitted pruner, adds the attack success rate
+        computed by ``pruner.pruning_sweep(X_poisoned, y_target)``.
+    y_target : int or array-like of shape (n_poisoned,), default=None
+        The attacker's target label(s); required with ``X_poisoned``.
+    title : str, default=None
+        Axes title.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when ``None``.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skbackdoor.plotting import plot_pruning_curve
+    >>> fraction = np.linspace(0, 1, 11)
+    >>> ax = plot_pruning_curve({"fraction": fraction, "accuracy": 1 - fraction ** 4})
+    >>> ax.get_xlabel()
+    'Fraction of channels pruned'
+    """
+    if isinstance(pruner, dict):
+        if X_poisoned is not None:
+            raise ValueError("X_poisoned needs a fitted FinePruner, not a curve dict.")
+        curve, chosen = pruner, None
+    else:
+        _check_fitted_pruner(pruner)
+        curve = pruner.pruning_curve_
+        chosen = len(pruner.pruned_channels_) / pruner.n_channels_
+    fraction = _finite_1d(curve["fraction"], "fraction")
+    accuracy = _finite_1d(curve["accuracy"], "accuracy")
+    if len(fraction) != len(accuracy):
+        raise ValueError(f"fraction has {len(fraction)} entries but accuracy has {len(accuracy)}.")
+    ax = _axes(ax)
+    ax.plot(fraction, 100 * accuracy, color="tab:blue", label="clean accuracy")
+    if X_poisoned is not None:
+        if y_target is None:
+            raise ValueError("y_target is required with X_poisoned.")
+        asr = pruner.pruning_sweep(X_poisoned, y_target)["accuracy"]
+        ax.plot(fraction, 100 * asr, color="tab:red", label="attack success rate")
+    if chosen is not None:
+        ax.axvline(chosen, color="black", linestyle=":", label=f"pruned {chosen:.0%}")
+    ax.set_xlabel("Fraction of channels pruned")
+    ax.set_ylabel("Rate (%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-2, 102)
+    if title is not None:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def _param_column(cv_results, name):
+    if f"param_{name}" in cv_results:
+        return f"param_{name}"
+    matches = [key for key in cv_results if key.startswith("param_") and key.endswith(f"__{name}")]
+    if len(matches) == 1:
+        return matches[0]
+    searched = sorted(key[len("param_") :] for key in cv_results if key.startswith("param_"))
+    raise ValueError(f"cv_results has no parameter {name!r}; the search varied {searched}.")
+
+
+def plot_cca_asr_heatmaps(
+    cv_results, *, rows="learning_rate", columns="prune_fraction", cca_key="cca", asr_key="asr", fig=None
+):
+    """Heatmaps of clean accuracy and attack success rate over two searched parameters.
+
+    Made for ``GridSearchCV(FinePruner(...), {"learning_rate": [...], "prune_fraction":
+    [...]}, scoring=backdoor_scoring(...))``, as in the CSAW-HackML-2020 reports. Cells
+    average the mean test scores of all candidates sharing the two values; the ASR
+    column holds negated rates (see :func:`skbackdoor.metrics.make_asr_scorer`) and is
+    shown as a rate.
+
+    Parameters
+    ----------
+    cv_results : dict
+        ``search.cv_results_``.
+    rows, columns : str, default="learning_rate", "prune_fraction"
+        Parameter names; a nested name such as ``repaired__learning_rate`` is found
+        from its last part when that is unambiguous.
+    cca_key, asr_key : str, default="cca", "asr"
+        Scoring keys of the search.
+    fig : matplotlib Figure, default=None
+        Where to draw; a new figure when ``None``.
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes, shape (2,)
+        Clean accuracy, then attack success rate, in percent.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skbackdoor.plotting import plot_cca_asr_heatmaps
+    >>> results = {
+    ...     "param_learning_rate": np.array([1e-3, 1e-3, 1e-2, 1e-2]),
+    ...     "param_prune_fraction": np.array([0.2, 0.5, 0.2, 0.5]),
+    ...     "mean_test_cca": np.array([0.92, 0.90, 0.91, 0.88]),
+    ...     "mean_test_asr": np.array([-0.60, -0.10, -0.05, -0.01]),
+    ... }
+    >>> axes = plot_cca_asr_heatmaps(results)
+    >>> [ax.get_title() for ax in axes]
+    ['Clean accuracy (%)', 'Attack success rate (%)']
+    """
+    row_values = np.asarray(cv_results[_param_column(cv_results, rows)], dtype=object)
+    column_values = np.asarray(cv_results[_param_column(cv_results, columns)], dtype=object)
+    tables = {}
+    for key, sign, label in ((cca_key, 1.0, "Clean accuracy (%)"), (asr_key, -1.0, "Attack success rate (%)")):
+        column = f"mean_test_{key}"
+        if column not in cv_results:
+            raise ValueError(f"cv_results has no {column!r}; was the search scored with {key!r}?")
+        tables[label] = sign * 100 * np.asarray(cv_results[column], dtype=np.float64)
+    row_levels = sorted(set(row_values.tolist()), key=_sort_key)
+    column_levels = sorted(set(column_values.tolist()), key=_sort_key)
+    if fig is None:
+        plt = _import_pyplot()
+        fig = plt.figure(figsize=(2 + 2.4 * len(column_levels), 1.2 + 0.6 * len(row_levels)))
+    axes = np.asarray(fig.subplots(1, 2, squeeze=False))[0]
+    for ax, (label, scores) in zip(axes, tables.items()):
+        grid = np.full((len(row_levels), len(column_levels)), np.nan)
+        for i, row in enumerate(row_levels):
+            for j, col in enumerate(column_levels):
+                cell = scores[(row_values == row) & (column_values == col)]
+                cell = cell[~np.isnan(cell)]
+                if cell.size:
+                    grid[i, j] = cell.mean()
+        cmap = "viridis" if label.startswith("Clean") else "magma_r"
+        image = ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if not np.isnan(grid[i, j]):
+                    text = f"{grid[i, j]:.1f}"
+                    ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8, path_effects=_outline())
+        ax.set_xticks(range(len(column_levels)))
+        ax.set_xticklabels([f"{value:g}" if isinstance(value, float) else str(value) for value in column_levels])
+        ax.set_yticks(range(len(row_levels)))
+        ax.set_yticklabels([f"{value:g}" if isinstance(value, float) else str(value) for value in row_levels])
+        ax.set_xlabel(columns)
+        ax.set_ylabel(rows)
+        ax.set_title(label)
+        fig.colorbar(image, ax=ax)
+    return axes
+
+
+def _sort_key(value):
+    """Numbers in numeric order, then anything else (e.g. None) by its text."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=2, foreground="black")]
+
+
+def plot_activation_maps(pruner, X, *, n_columns=None, fig=None):
+    """Mean activation map of every channel of the pruned layer, before and after.
+
+    Two mosaics of the ``layer_`` channels' activations averaged over ``X``: the
+    BadNet's and the fine-pruned network's, on one colour scale. Pruned channels are
+    outlined in red (they are black after). With poisoned inputs as ``X``, the
+    channels the trigger lights up, and whether fine-pruning silenced them, show at a
+    glance, as in the CSAW-HackML-2020 reports.
+
+    Parameters
+    ----------
+    pruner : fitted FinePruner
+        A fitted :class:`~skbackdoor.FinePruner`.
+    X : array-like of shape (n_samples, height, width, channels)
+        Images scaled like the fit data (clean or poisoned).
+    n_columns : int, default=None
+        Channels per mosaic row; about the square root of the channel count when
+        ``None``.
+    fig : matplotlib Figure, default=None
+        Where to draw; a new figure when ``None``.
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes, shape (2,)
+        Before (the BadNet) and after (``model_``).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import keras, numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skbackdoor import FinePruner
+    >>> from skbackdoor.plotting import plot_activation_maps
+    >>> digits = load_digits()
+    >>> X, y = digits.images[..., np.newaxis].astype("float32"), digits.target
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(9, 3, activation="relu", name="conv"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10, activation="softmax"),
+    ... ])
+    >>> pruner = FinePruner(model=model, prune_fraction=0.4, epochs=0).fit(X[:300], y[:300])
+    >>> axes = plot_activation_maps(pruner, X[300:400])
+    >>> len(axes[1].patches)  # the 3 pruned channels, outlined
+    3
+    """
+    from .models import layer_activations, load_badnet
+
+    _check_fitted_pruner(pruner)
+    X = pruner._validate_images(X, pruner.model_, reset=False)
+    layer = pruner.layer_
+    maps = [
+        layer_activations(model, X, layer).mean(axis=0)
+        for model in (load_badnet(pruner.model), pruner.model_)
+    ]
+    height, width, n_channels = maps[0].shape
+    n_columns = int(np.ceil(np.sqrt(n_channels))) if n_columns is None else int(n_columns)
+    if n_columns < 1:
+        raise ValueError(f"n_columns must be a positive integer, got {n_columns}.")
+    n_rows = int(np.ceil(n_channels / n_columns))
+    gap = 1
+    vmax = max(float(m.max()) for m in maps) or 1.0
+    if fig is None:
+        plt = _import_pyplot()
+        fig = plt.figure(figsize=(10, 5 * n_rows * (height + gap) / max(n_columns * (width + gap), 1) + 1))
+    axes = np.asarray(fig.subplots(1, 2, squeeze=False))[0]
+    pruned = set(int(c) for c in pruner.pruned_channels_)
+    for ax, activation, label in zip(axes, maps, ("BadNet", "fine-pruned")):
+        mosaic = np.full((n_rows * (height + gap) - gap, n_columns * (width + gap) - gap), np.nan)
+        for channel in range(n_channels):
+            top, left = (channel // n_columns) * (height + gap), (channel % n_columns) * (width + gap)
+            mosaic[top : top + height, left : left + width] = activation[..., channel]
+        image = ax.imshow(mosaic, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+        for channel in pruned:
+            top, left = (channel // n_columns) * (height + gap), (channel % n_columns) * (width + gap)
+            ax.add_patch(_rectangle(left - 0.5, top - 0.5, width, height))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{label}: mean activation of {layer!r}")
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    return axes
+
+
+def _rectangle(x, y, width, height):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), width, height, fill=False, edgecolor="tab:red", linewidth=1.2)

@@ -221,6 +221,21 @@ def test_grid_search_over_prune_fraction_and_learning_rate(patch_badnet):
         assert results["mean_test_cca"][search.best_index_] == results["mean_test_cca"][qualifies].max()
     assert search.predict(patch_badnet.X_test[:5]).shape == (5,)
 
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from skbackdoor.plotting import plot_cca_asr_heatmaps
+
+    cca_axes, asr_axes = plot_cca_asr_heatmaps(results)
+    shown = cca_axes.get_images()[0].get_array()
+    assert shown.shape == (2, 2)  # learning rates x prune fractions
+    first = results["params"][0]
+    row = [1e-3, 1e-2].index(first["learning_rate"])
+    column = [0.25, 0.5].index(first["prune_fraction"])
+    assert shown[row, column] == pytest.approx(100 * results["mean_test_cca"][0])
+    assert asr_axes.get_images()[0].get_array()[row, column] == pytest.approx(-100 * results["mean_test_asr"][0])
+
 
 def test_clone_keeps_the_model_by_reference_and_drops_fitted_state(patch_badnet, repaired):
     pruner, _ = repaired
@@ -321,3 +336,25 @@ def test_unfitted_use_and_pixel_range(patch_badnet, repaired):
     pruner, _ = repaired
     with pytest.raises(ValueError, match="pixel values"):
         pruner.predict(patch_badnet.X_test * 16)
+
+
+def test_pruning_curve_and_activation_map_figures(patch_badnet, repaired):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skbackdoor.plotting import plot_activation_maps, plot_pruning_curve
+
+    pruner, _ = repaired
+    ax = plot_pruning_curve(pruner, patch_badnet.X_poisoned, patch_badnet.target)
+    clean, asr = ax.get_lines()[:2]
+    np.testing.assert_allclose(clean.get_ydata(), 100 * pruner.pruning_curve_["accuracy"])
+    assert asr.get_ydata()[0] > 80  # the BadNet's ASR before any pruning
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == ["clean accuracy", "attack success rate"]
+    before, after = plot_activation_maps(pruner, patch_badnet.X_poisoned)
+    assert len(after.patches) == len(pruner.pruned_channels_)
+    with pytest.raises(ValueError, match="fitted FinePruner"):
+        plot_pruning_curve(FinePruner(model=patch_badnet.model))
+    plt.close("all")
