@@ -27,8 +27,8 @@ from .models import iter_batches, model_input_shape, model_n_classes, predict_pr
 
 __all__ = ["STRIPDetector"]
 
-# Images per pass when the input array is only converted or summed (no network).
-_CONVERSION_CHUNK = 4096
+# Images per pass when the input array is only converted and summed (no network).
+_CONVERSION_CHUNK = 512
 # Overlay keys drawn per block in the dense sampler (bounds its memory).
 _DENSE_SAMPLER_KEYS = 1 << 20
 
