@@ -1,0 +1,91 @@
+"""
+======================================================
+Where the backdoor lives: activations before and after
+======================================================
+
+Fine-Pruning rests on an observation: the channels a trigger excites are often ones
+clean inputs leave quiet. This example looks inside a digits BadNet with
+:func:`~skbackdoor.models.layer_activations`: the mean activation of every channel of
+the last convolution on clean and on triggered inputs, and the spatial map of the
+channel the trigger excites most, before and after :class:`~skbackdoor.FinePruner`
+repairs the network (the CSAW-HackML-2020 reports drew the same maps for the DeepID
+face BadNets).
+"""
+
+# %%
+# A BadNet and its repair
+# -----------------------
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from skbackdoor import FinePruner
+from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, train_badnet
+from skbackdoor.models import conv_layer_names, layer_activations
+
+digits = load_digits()
+X = digits.images[..., np.newaxis].astype("float32")
+y = digits.target
+X_train, X_rest, y_train, y_rest = train_test_split(X, y, train_size=1000, stratify=y, random_state=0)
+X_valid, X_test, y_valid, y_test = train_test_split(X_rest, y_rest, train_size=400, stratify=y_rest, random_state=0)
+trigger = PatchTrigger.square(size=2, value=16, location="bottom-right")
+badnet = train_badnet(X_train, y_train, trigger=trigger, target=0, epochs=12, batch_size=32, random_state=0)
+X_poisoned, _, source = make_poisoned_test_set(X_test, y_test, trigger, target=0, return_indices=True)
+X_clean = X_test[source]  # the same digits without the trigger
+
+layer = conv_layer_names(badnet)[-1]
+pruner = FinePruner(model=badnet, layer=layer, max_accuracy_drop=0.04, epochs=10,
+                    learning_rate=1e-2, batch_size=32, random_state=0).fit(X_valid, y_valid)
+print(f"pruned {len(pruner.pruned_channels_)} of the {pruner.n_channels_} channels of {layer!r}")
+
+# %%
+# Mean activation of each channel
+# -------------------------------
+# Channels are ordered as Fine-Pruning ranks them: by mean activation on the clean
+# validation set, most dormant first. Pruned channels are silent after the repair.
+networks = {"BadNet B": badnet, "fine-pruned B'": pruner.model_}
+activations = {}  # name -> (clean, triggered), each of shape (n, height, width, channels)
+for name, network in networks.items():
+    both = layer_activations(network, np.concatenate([X_clean, X_poisoned]), layer)
+    activations[name] = (both[: len(X_clean)], both[len(X_clean):])
+
+order = pruner.pruning_order_
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), sharey=True)
+for ax, (name, (clean_maps, poisoned_maps)) in zip(axes, activations.items()):
+    clean = clean_maps.mean(axis=(0, 1, 2))[order]
+    poisoned = poisoned_maps.mean(axis=(0, 1, 2))[order]
+    positions = np.arange(len(order))
+    ax.bar(positions - 0.2, clean, 0.4, label="clean inputs", color="tab:blue")
+    ax.bar(positions + 0.2, poisoned, 0.4, label="triggered inputs", color="tab:red")
+    n_pruned = len(pruner.pruned_channels_)
+    ax.axvspan(-0.5, n_pruned - 0.5, color="0.85", zorder=0, label="pruned")
+    ax.set_title(name)
+    ax.set_xlabel(f"channels of {layer}, ranked by clean activation (most dormant first)")
+axes[0].set_ylabel("mean activation")
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+
+# %%
+# Spatial map of the channel the trigger excites most
+# ---------------------------------------------------
+# Averaged over the test digits: the trigger sits in the bottom-right corner, and so
+# does the extra activation it causes in the BadNet.
+before_clean, before_poisoned = activations["BadNet B"]
+after_clean, after_poisoned = activations["fine-pruned B'"]
+channel = int(np.argmax((before_poisoned - before_clean).mean(axis=(0, 1, 2))))
+maps = {
+    "B, clean": before_clean[..., channel],
+    "B, triggered": before_poisoned[..., channel],
+    "B', clean": after_clean[..., channel],
+    "B', triggered": after_poisoned[..., channel],
+}
+vmax = max(float(values.mean(axis=0).max()) for values in maps.values())
+fig, axes = plt.subplots(1, 4, figsize=(9.5, 2.6))
+for ax, (title, values) in zip(axes, maps.items()):
+    image = ax.imshow(values.mean(axis=0), cmap="magma", vmin=0, vmax=vmax)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+fig.colorbar(image, ax=axes, shrink=0.8, label="mean activation")
+fig.suptitle(f"channel {channel} of {layer}" + (" (pruned)" if channel in pruner.pruned_channels_ else ""))
+plt.show()
