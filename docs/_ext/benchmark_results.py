@@ -2,12 +2,13 @@
 
 Two MyST comment lines are expanded when a page is read:
 
-``% benchmark-results: NAME [NAME ...] [level=N] [end-before=TEXT]``
+``% benchmark-results: NAME [NAME ...] [level=N] [end-before=TEXT] [skip-title]``
     Each ``NAME`` is a file name or glob under ``benchmarks/results/``; ``a.md|b.md``
     takes the first that exists (e.g. the full run, else the quick one). Each match
     becomes a MyST ``{include}`` of the file, its headings shifted to start at level
     ``N`` (default 2), cut before the line starting with ``TEXT`` (underscores stand
-    for spaces) when given. A name that matches nothing becomes a note telling the
+    for spaces) when given, without its first heading with ``skip-title`` (the page
+    gives its own). A name that matches nothing becomes a note telling the
     reader to run ``benchmarks/run_all.py``: the docs show only numbers the benchmark
     scripts wrote and never invent any.
 
@@ -42,15 +43,21 @@ def _smallest_heading_level(lines):
     return smallest
 
 
-def _include_block(path, docdir, level, end_before):
+def _include_block(path, docdir, level, end_before, skip_title):
     lines = path.read_text(encoding="utf-8").splitlines()
     options = []
+    start = 0
+    if skip_title:
+        first = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if first is not None and HEADING.match(lines[first]):
+            start = first + 1
+            options.append(f":start-line: {start}")
     if end_before:
         cut = next((i for i, line in enumerate(lines) if line.startswith(end_before)), None)
         if cut is not None:
             lines = lines[:cut]
             options.append(f":end-line: {cut}")
-    smallest = _smallest_heading_level(lines)
+    smallest = _smallest_heading_level(lines[start:])
     options.append(f":heading-offset: {0 if smallest is None else max(0, level - smallest)}")
     options.append(":relative-images:")
     relative = os.path.relpath(path, docdir).replace(os.sep, "/")
@@ -77,9 +84,11 @@ def _matches(pattern):
 
 
 def _expand_results(spec, docdir):
-    level, end_before, names = 2, None, []
+    level, end_before, skip_title, names = 2, None, False, []
     for word in spec.split():
-        if word.startswith("level="):
+        if word == "skip-title":
+            skip_title = True
+        elif word.startswith("level="):
             level = int(word.split("=", 1)[1])
         elif word.startswith("end-before="):
             end_before = word.split("=", 1)[1].replace("_", " ")
@@ -90,7 +99,7 @@ def _expand_results(spec, docdir):
         matches = _matches(pattern)
         if not matches:
             blocks.append(_missing_note(pattern))
-        blocks.extend(_include_block(path, docdir, level, end_before) for path in matches)
+        blocks.extend(_include_block(path, docdir, level, end_before, skip_title) for path in matches)
     return "\n".join(blocks)
 
 
