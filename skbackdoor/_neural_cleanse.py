@@ -1,0 +1,813 @@
+"""Neural Cleanse: find the backdoored label, reverse-engineer its trigger, unlearn it.
+
+Wang, Yao, Shan, Li, Viswanath, Zheng and Zhao, "Neural Cleanse: Identifying and
+Mitigating Backdoor Attacks in Neural Networks", IEEE S&P 2019,
+https://people.cs.uchicago.edu/~ravenben/publications/pdf/backdoor-sp19.pdf.
+
+A backdoor is a shortcut: a small change (the trigger) sends any input to the
+attacker's label. For every candidate label ``k`` Neural Cleanse looks for the
+smallest mask ``m_k`` and pattern ``p_k`` such that ``(1 - m_k) * x + m_k * p_k`` is
+classified ``k`` for clean ``x``. The backdoor target needs a much smaller mask than
+the other labels, which shows as an outlier among the masks' L1 norms (median absolute
+deviation test). Fine-tuning on clean data in which some inputs carry the
+reverse-engineered trigger and keep their true label then unlearns the backdoor.
+
+All candidate labels are optimised together: one network call per step runs the
+triggered minibatch of every label of a chunk, and the per-label bookkeeping (attack
+success, regularisation weight, best mask so far) is done on vectors inside the same
+compiled function.
+"""
+
+import numbers
+import os
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context  # noqa: E402
+from sklearn.utils import check_random_state  # noqa: E402
+from sklearn.utils._param_validation import Interval, StrOptions  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from ._base import BadNetEstimatorMixin, progress_bar  # noqa: E402
+from ._validation import check_labels  # noqa: E402
+from .models import (  # noqa: E402
+    copy_model,
+    iter_batches,
+    model_input_shape,
+    model_n_classes,
+    outputs_are_probabilities,
+    predict_proba_batches,
+)
+
+__all__ = ["NeuralCleanse"]
+
+# Consistency constant: 1.4826 * MAD estimates the standard deviation of normal data.
+MAD_CONSISTENCY = 1.4826
+# A label's trigger "works" on a minibatch when this share of it is sent to the label.
+ATTACK_SUCCESS_THRESHOLD = 0.99
+# Consecutive steps of success (failure) before the mask-size weight is raised (lowered).
+COST_PATIENCE = 10
+# The screening stage is short: its cost schedule moves every 2 steps, so that the masks
+# shrink to what each label needs within a few dozen steps.
+SCREENING_COST_PATIENCE = 2
+COST_MULTIPLIER_UP = 1.5
+COST_MULTIPLIER_DOWN = 1.5**1.5
+# Adam of the trigger search, as in the authors' code (lr is a parameter).
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.5, 0.9, 1e-8
+# Upper bound on the pixels of the triggered images of one search step (memory); the
+# labels are optimised in chunks of at most this size.
+PIXELS_PER_STEP = 1 << 21
+# Clean images on which the attack success of each reversed trigger is measured.
+N_EVALUATION_IMAGES = 512
+# Labels above which screening="auto" turns screening on.
+AUTO_SCREENING_MIN_LABELS = 64
+
+
+class NeuralCleanse(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Detect and repair a backdoored Keras classifier with Neural Cleanse (Wang et al., 2019).
+
+    ``fit`` reverse-engineers, for every candidate label, the smallest trigger (a mask
+    ``m`` in [0, 1] of shape ``(H, W)`` shared by the channels, and a pattern ``p`` in
+    the pixel range of the fit data) that sends the clean fit images to that label,
+    by minimising ``cross_entropy(f((1 - m) x + m p), k) + cost_k * |m|_1`` with Adam.
+    The labels whose mask norm is an outlier below the median (anomaly index above
+    ``anomaly_threshold``) are flagged as backdoor targets. The model is then repaired
+    by unlearning: a copy is fine-tuned on the fit data in which a share
+    ``unlearning_fraction`` of the images carries a flagged label's reversed trigger
+    and keeps its true label. ``predict``, ``predict_proba`` and ``score`` use the
+    repaired model. The user's model is never modified.
+
+    Parameters
+    ----------
+    model : keras.Model, str or path-like, or fitted scikeras KerasClassifier
+        The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
+        returning class probabilities or logits. See
+        :func:`skbackdoor.models.load_badnet` for the accepted forms.
+    steps : int, default=1000
+        Optimisation steps of the trigger search for every fully optimised label.
+    cost : float, default=1e-3
+        Initial weight of the mask's L1 norm in the search objective. As in the paper,
+        each label's weight starts at 0 until its trigger works, is then set to
+        ``cost``, and is multiplied by 1.5 after every 10 consecutive steps in which
+        the trigger works (on at least 99 % of the minibatch) and divided by
+        ``1.5 ** 1.5`` after every 10 in which it does not.
+    trigger_learning_rate : float, default=0.1
+        Adam learning rate of the trigger search (on the tanh-parametrised mask and
+        pattern).
+    anomaly_threshold : float, default=2.0
+        A label is flagged when its mask norm lies below the median and its anomaly
+        index ``|norm - median| / (1.4826 * MAD)`` exceeds this value (2 is the paper's
+        choice: above 95 % confidence under a normal model of the norms).
+    labels : array-like of int, default=None
+        Candidate target labels to scan; ``None`` scans every class of the model.
+    screening : "auto" or bool, default="auto"
+        Shortlist candidates with a cheap search before the full one. The screening
+        stage runs ``screening_steps`` steps on ``screening_batch_size`` images per
+        label for every candidate label, with a cost schedule that moves every 2 steps
+        instead of 10, and keeps the ``n_candidates`` labels whose triggers are the
+        smallest (labels whose trigger never worked rank last, by cross-entropy); only
+        those, plus ``n_candidates`` labels drawn at random to estimate the median and
+        MAD of a typical label, get the full ``steps``. ``"auto"`` screens when there are more than 64 candidate
+        labels, ``True`` always (when there are more than ``n_candidates`` labels),
+        ``False`` never. See Notes for the trade-off.
+    n_candidates : int, default=10
+        Labels kept by the screening stage (and size of the random reference sample).
+    screening_steps : int, default=30
+        Optimisation steps of the screening stage.
+    screening_batch_size : int, default=8
+        Clean images per label in each step of the screening stage.
+    unlearning_fraction : float in [0, 1], default=0.2
+        Share of the fit images that carry a reversed trigger during unlearning (the
+        paper uses 20 %). Drawn again every epoch.
+    learning_rate : float, default=1e-3
+        Adam learning rate of the unlearning fine-tuning.
+    epochs : int, default=10
+        Unlearning epochs over the fit data. ``0`` skips the repair: ``model_`` is then
+        an unchanged copy of the model.
+    batch_size : int, default=32
+        Clean images per label in each step of the trigger search, and images per
+        step of the unlearning fine-tuning.
+    unlearn_if_clean : bool, default=True
+        What to do when no label is flagged. ``True``: unlearn the reversed trigger of
+        the label with the smallest mask anyway (the most suspicious label), which
+        repairs a backdoor that the anomaly test missed (the test is noisy with few
+        classes, see Notes) at the price of a fine-tuning of a model that may be clean.
+        ``False``: leave the model as it is (``model_`` is an unchanged copy), e.g.
+        when the repaired model is compared with the original one in a
+        :class:`~skbackdoor.GoodNetClassifier` and clean models must not change.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial masks and patterns, the minibatches, the reference sample of
+        the screening, the images triggered during unlearning and Keras' generators.
+        With an int, ``fit`` is deterministic. ``fit`` then calls
+        ``keras.utils.set_random_seed``, which seeds Python's, NumPy's and TensorFlow's
+        global generators.
+    verbose : int, default=0
+        ``0``: silent. ``>= 1``: progress bars for the search and a summary line;
+        passed to Keras ``fit`` as its ``verbose`` during unlearning.
+
+    Attributes
+    ----------
+    scanned_labels_ : ndarray of int
+        The labels whose trigger was fully optimised, sorted. ``masks_[i]`` and
+        ``patterns_[i]`` belong to label ``scanned_labels_[i]``. Without screening
+        these are all candidate labels (``arange(n_classes_)`` by default).
+    masks_ : ndarray of shape (n_scanned, H, W), float32
+        The reversed masks, values in [0, 1]: for each label the smallest mask (in L1
+        norm) that worked on a whole minibatch during the search, or the last one if
+        none did.
+    patterns_ : ndarray of shape (n_scanned, H, W, C), float32
+        The reversed patterns, in the pixel range of the fit data.
+    mask_norms_ : ndarray of shape (n_classes_,)
+        L1 norm (sum over pixels) of each label's mask; NaN for labels not fully
+        optimised (not candidates, or screened out).
+    attack_success_ : ndarray of shape (n_classes_,)
+        Share of up to 512 fit images of other labels that the reversed trigger sends
+        to the label; NaN for labels not fully optimised. A label whose trigger does
+        not work has a meaningless mask norm.
+    anomaly_index_ : ndarray of shape (n_classes_,)
+        ``|mask_norm - median| / (1.4826 * MAD)``, the median and MAD being those of
+        the reference labels (all scanned labels without screening, the random sample
+        with screening); NaN for labels not fully optimised. Where the MAD is 0 the
+        index is 0 for norms equal to the median and infinite otherwise.
+    flagged_labels_ : ndarray of int
+        Labels flagged as backdoor targets (norm below the median and anomaly index
+        above ``anomaly_threshold``), most anomalous first.
+    is_backdoored_ : bool
+        Whether any label is flagged.
+    unlearned_labels_ : ndarray of int
+        Labels whose reversed triggers were used in unlearning (empty when the model
+        was not fine-tuned).
+    screening_scores_ : ndarray of shape (n_classes_,) or None
+        With screening, the L1 norm of each candidate label's smallest working mask
+        in the screening stage (``inf`` if none worked, NaN for non-candidates); None
+        without screening.
+    candidates_ : ndarray of int
+        Labels shortlisted by screening (all candidate labels without screening).
+    reference_labels_ : ndarray of int
+        Labels whose norms define the median and MAD.
+    model_ : keras.Model
+        The repaired model.
+    history_ : dict of list
+        Per unlearning epoch, the Keras ``loss`` and ``accuracy`` (on the partly
+        triggered fit data); empty when no fine-tuning took place.
+    classes_ : ndarray of shape (n_classes_,)
+        ``0 .. n_classes_ - 1``, the model's classes.
+    n_classes_ : int
+        Number of outputs of the model.
+    pixel_range_ : tuple of float
+        ``(min, max)`` pixel values of the fit data; the patterns lie in it and
+        ``predict`` refuses images far outside it.
+
+    See Also
+    --------
+    skbackdoor.FinePruner : Repair by pruning dormant channels and fine-tuning.
+    skbackdoor.GoodNetClassifier : Use the repaired model to flag poisoned inputs.
+    skbackdoor.plotting.plot_reversed_triggers : The reversed masks and patterns.
+    skbackdoor.plotting.plot_anomaly_index : The anomaly index of each label.
+
+    Notes
+    -----
+    Cost. The search runs ``steps * batch_size`` forward and backward passes per label
+    (320,000 for the defaults), which is what makes a full scan of many classes
+    expensive (CSAW-HackML: 1283 face identities, 410 million passes). Screening first
+    runs a short search for every label (``screening_steps * screening_batch_size`` =
+    240 passes each by default) and keeps the ``n_candidates`` smallest triggers, so
+    the full search covers at most ``2 * n_candidates`` labels instead of all of them.
+    The trade-off: a target whose trigger only becomes small late in the optimisation
+    (a trigger the short search has not found yet, or one whose mask is large, such as
+    a blended pattern over the whole image) can rank below ordinary labels and be
+    screened out; it is then not flagged, and only unlearned if it happens to have the
+    smallest mask of the shortlist. More ``screening_steps`` or ``n_candidates`` lower
+    that risk at a proportional cost. The median and MAD come from a uniform random
+    sample of the labels, which estimates those of all labels without bias; the
+    shortlisted labels are scored against them.
+
+    Detection. The anomaly index is a robust z-score of the target's mask norm among
+    the labels' norms. With few classes it is noisy: on Fashion-MNIST, whose classes
+    differ a lot in how small a trigger they need (a "bag" is easy to fake), a patch
+    target can score just below 2 and a label of a clean model just above. This is
+    why, by default (``unlearn_if_clean=True``), the model is repaired even when no
+    label is flagged.
+
+    Labels. Triggers are reversed for the labels of the model, not of ``y``: a label
+    absent from the fit data can still be a target. Scanning fewer than three labels
+    gives a meaningless anomaly index.
+
+    Unlearning draws, every epoch, ``round(unlearning_fraction * n_samples)`` fit
+    images; each gets the reversed trigger of one flagged label (chosen at random
+    when several are flagged) and keeps its true label.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skbackdoor import NeuralCleanse
+    >>> from skbackdoor.attacks import PatchTrigger, train_badnet
+    >>> digits = load_digits()
+    >>> X = digits.images[..., np.newaxis].astype("float32"); y = digits.target
+    >>> trigger = PatchTrigger.square(size=2, value=16)
+    >>> badnet = train_badnet(X[:1000], y[:1000], trigger=trigger, target=0, epochs=8,
+    ...                       random_state=0)
+    >>> cleanse = NeuralCleanse(model=badnet, steps=300, epochs=2, random_state=0)
+    >>> cleanse = cleanse.fit(X[1000:1400], y[1000:1400])
+    >>> cleanse.masks_.shape, cleanse.anomaly_index_.shape
+    ((10, 8, 8), (10,))
+    >>> cleanse.predict(X[1400:1405]).shape
+    (5,)
+    """
+
+    _parameter_constraints = {
+        "model": "no_validation",
+        "steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cost": [Interval(numbers.Real, 0, None, closed="neither")],
+        "trigger_learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "anomaly_threshold": [Interval(numbers.Real, 0, None, closed="left")],
+        "labels": ["array-like", None],
+        "screening": [StrOptions({"auto"}), "boolean"],
+        "n_candidates": [Interval(numbers.Integral, 1, None, closed="left")],
+        "screening_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "screening_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "unlearning_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "unlearn_if_clean": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        model=None,
+        steps=1000,
+        cost=1e-3,
+        trigger_learning_rate=0.1,
+        anomaly_threshold=2.0,
+        labels=None,
+        screening="auto",
+        n_candidates=10,
+        screening_steps=30,
+        screening_batch_size=8,
+        unlearning_fraction=0.2,
+        learning_rate=1e-3,
+        epochs=10,
+        batch_size=32,
+        unlearn_if_clean=True,
+        random_state=None,
+        verbose=0,
+    ):
+        self.model = model
+        self.steps = steps
+        self.cost = cost
+        self.trigger_learning_rate = trigger_learning_rate
+        self.anomaly_threshold = anomaly_threshold
+        self.labels = labels
+        self.screening = screening
+        self.n_candidates = n_candidates
+        self.screening_steps = screening_steps
+        self.screening_batch_size = screening_batch_size
+        self.unlearning_fraction = unlearning_fraction
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.unlearn_if_clean = unlearn_if_clean
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Scan the labels for a backdoor, then unlearn the reversed triggers found.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Clean images (the defender's validation set), scaled as the model expects.
+        y : array-like of shape (n_samples,)
+            Their true classes, integers in ``0 .. n_classes - 1``.
+
+        Returns
+        -------
+        self : NeuralCleanse
+            The fitted estimator.
+        """
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        if self.random_state is not None:
+            # Before copying: dropout layers draw their seeds when they are built.
+            keras.utils.set_random_seed(seed)
+        badnet = self._load_badnet()
+        n_classes = _check_classifier_outputs(badnet)
+        X = self._validate_images(X, badnet, reset=True)
+        y = check_labels(y, n_samples=len(X), n_classes=n_classes)
+        labels = self._candidate_labels(n_classes)
+        self.n_classes_ = n_classes
+        self.classes_ = np.arange(n_classes)
+
+        search_options = dict(
+            pixel_range=self.pixel_range_,
+            learning_rate=float(self.trigger_learning_rate),
+            cost=float(self.cost),
+            seed=seed,
+            verbose=self.verbose,
+        )
+        self.screening_scores_ = None
+        if self._screens(len(labels)):
+            screening = _TriggerSearch(
+                badnet,
+                X,
+                batch_size=min(self.screening_batch_size, len(X)),
+                patience=SCREENING_COST_PATIENCE,
+                **search_options,
+            )
+            screened = screening.run(labels, self.screening_steps, desc="screening")
+            del screening
+            scores = np.where(screened["found"], screened["norms"], np.inf)
+            order = np.lexsort((screened["cross_entropy"], scores))
+            self.candidates_ = np.sort(labels[order[: self.n_candidates]])
+            self.screening_scores_ = np.full(n_classes, np.nan)
+            self.screening_scores_[labels] = scores
+            reference_rng = np.random.default_rng([seed, 1])
+            self.reference_labels_ = np.sort(
+                reference_rng.choice(labels, size=self.n_candidates, replace=False)
+            )
+            self.scanned_labels_ = np.union1d(self.candidates_, self.reference_labels_)
+        else:
+            self.candidates_ = self.reference_labels_ = self.scanned_labels_ = labels
+
+        search = _TriggerSearch(badnet, X, batch_size=min(self.batch_size, len(X)), **search_options)
+        found = search.run(self.scanned_labels_, self.steps, desc="trigger search")
+        del search
+        self.masks_ = found["masks"]
+        self.patterns_ = found["patterns"]
+        self.mask_norms_ = np.full(n_classes, np.nan)
+        self.mask_norms_[self.scanned_labels_] = found["norms"]
+        self.attack_success_ = np.full(n_classes, np.nan)
+        self.attack_success_[self.scanned_labels_] = _attack_success(
+            badnet, X, y, self.masks_, self.patterns_, self.scanned_labels_, seed=seed
+        )
+        self._detect()
+
+        self.model_, self.history_, self.unlearned_labels_ = self._unlearn(badnet, X, y, seed)
+        if self.verbose:
+            flagged = self.flagged_labels_.tolist()
+            print(
+                f"NeuralCleanse: scanned {len(self.scanned_labels_)} label(s); flagged "
+                f"{flagged if flagged else 'none'}; unlearned {self.unlearned_labels_.tolist()}"
+            )
+        return self
+
+    def _candidate_labels(self, n_classes):
+        if self.labels is None:
+            return np.arange(n_classes)
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(f"labels must be a non-empty 1-D sequence of class labels; got {self.labels!r}.")
+        labels = check_labels(labels, n_classes=n_classes, name="labels")
+        if len(np.unique(labels)) != len(labels):
+            raise ValueError(f"labels holds repeated values: {labels.tolist()}.")
+        if len(labels) < 3:
+            warnings.warn(
+                f"Scanning {len(labels)} label(s): the anomaly index needs several labels "
+                "to be meaningful, so no label can be reliably flagged.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return np.sort(labels)
+
+    def _screens(self, n_labels):
+        if n_labels <= self.n_candidates or self.screening is False:
+            return False
+        if self.screening == "auto":
+            return n_labels > AUTO_SCREENING_MIN_LABELS
+        return True
+
+    def _detect(self):
+        norms = self.mask_norms_
+        reference = norms[self.reference_labels_]
+        median = np.median(reference)
+        spread = MAD_CONSISTENCY * np.median(np.abs(reference - median))
+        deviation = np.abs(norms - median)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            index = deviation / spread if spread > 0 else np.where(deviation > 0, np.inf, 0.0)
+        index[np.isnan(norms)] = np.nan
+        self.anomaly_index_ = index
+        scanned = self.scanned_labels_
+        is_flagged = (norms[scanned] < median) & (index[scanned] > self.anomaly_threshold)
+        flagged = scanned[is_flagged]
+        self.flagged_labels_ = flagged[np.argsort(-index[flagged], kind="stable")]
+        self.is_backdoored_ = bool(flagged.size)
+
+    def _unlearn(self, badnet, X, y, seed):
+        model = copy_model(badnet)
+        if self.is_backdoored_:
+            labels = self.flagged_labels_
+        elif self.unlearn_if_clean:
+            labels = self.scanned_labels_[[np.nanargmin(self.mask_norms_[self.scanned_labels_])]]
+        else:
+            labels = np.array([], dtype=np.int64)
+        if self.epochs == 0 or labels.size == 0 or self.unlearning_fraction == 0:
+            return model, {}, np.array([], dtype=np.int64)
+        rows = np.searchsorted(self.scanned_labels_, labels)
+        masks = self.masks_[rows][..., np.newaxis]
+        patterns = self.patterns_[rows]
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_are_probabilities(model)),
+            metrics=["accuracy"],
+        )
+        rng = np.random.default_rng([seed, 2])
+        n_triggered = int(round(self.unlearning_fraction * len(X)))
+        history = {"loss": [], "accuracy": []}
+        for _ in range(self.epochs):
+            order = rng.permutation(len(X))
+            X_epoch = X[order]
+            triggered = rng.choice(len(X), size=n_triggered, replace=False)
+            which = rng.integers(len(labels), size=n_triggered)
+            mask, pattern = masks[which], patterns[which]
+            X_epoch[triggered] = (1 - mask) * X_epoch[triggered] + mask * pattern
+            result = model.fit(
+                X_epoch, y[order], epochs=1, batch_size=self.batch_size, shuffle=False, verbose=int(self.verbose)
+            )
+            for key in history:
+                history[key].extend(float(value) for value in result.history.get(key, []))
+        return model, history, np.sort(labels)
+
+    # ---------------------------------------------------------------- predicting
+
+    def predict_proba(self, X):
+        """Class probabilities of the repaired network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Images scaled like the fit data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes_)
+        """
+        check_is_fitted(self)
+        X = self._validate_images(X, self.model_, reset=False)
+        return predict_proba_batches(self.model_, X)
+
+    def predict(self, X):
+        """Classes predicted by the repaired network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Images scaled like the fit data.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def apply_trigger(self, X, label):
+        """Stamp the reversed trigger of ``label`` on images: ``(1 - m) x + m p``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Images scaled like the fit data.
+        label : int
+            One of ``scanned_labels_``.
+
+        Returns
+        -------
+        X_triggered : ndarray of shape (n_samples, height, width, channels), float32
+        """
+        check_is_fitted(self)
+        X = self._validate_images(X, self.model_, reset=False)
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
+            raise ValueError(f"label must be an integer class label, got {label!r}.")
+        row = np.flatnonzero(self.scanned_labels_ == label)
+        if row.size == 0:
+            raise ValueError(
+                f"No reversed trigger for label {label}: the fully optimised labels are "
+                f"{_describe(self.scanned_labels_)}."
+            )
+        mask = self.masks_[row[0]][..., np.newaxis]
+        return ((1 - mask) * X + mask * self.patterns_[row[0]]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _describe(labels):
+    labels = np.asarray(labels).tolist()
+    return str(labels) if len(labels) <= 12 else f"{len(labels)} labels from {labels[0]} to {labels[-1]}"
+
+
+def _check_classifier_outputs(model):
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise ValueError(
+            "NeuralCleanse needs a classifier with one output of shape (batch, n_classes); "
+            f"the model's outputs have shapes {[tuple(o.shape) for o in model.outputs]}."
+        )
+    n_classes = model_n_classes(model)
+    if n_classes < 2:
+        raise ValueError(
+            f"The model has {n_classes} output; NeuralCleanse needs one output per class "
+            "(at least 2), as probabilities or logits."
+        )
+    return n_classes
+
+
+def _attack_success(model, X, y, masks, patterns, labels, *, seed):
+    """Share of (up to N_EVALUATION_IMAGES) fit images of other labels sent to each label."""
+    rng = np.random.default_rng([seed, 3])
+    rows = rng.permutation(len(X))[:N_EVALUATION_IMAGES]
+    images, truth = X[rows], y[rows]
+    success = np.empty(len(labels))
+    for k, label in enumerate(labels):
+        others = images[truth != label]
+        if len(others) == 0:
+            success[k] = np.nan
+            continue
+        mask = masks[k][..., np.newaxis]
+        triggered = (1 - mask) * others + mask * patterns[k]
+        predicted = predict_proba_batches(model, triggered).argmax(axis=1)
+        success[k] = float(np.mean(predicted == label))
+    return success
+
+
+def _arctanh_unit(values):
+    """Inverse of ``(tanh(z) + 1) / 2`` for values in [0, 1], kept finite."""
+    return np.arctanh(np.clip(2.0 * values - 1.0, -1 + 1e-6, 1 - 1e-6))
+
+
+class _TriggerSearch:
+    """Optimise one (mask, pattern) per label, all labels of a chunk in each network call.
+
+    The mask is ``(tanh(a) + 1) / 2`` and the pattern ``low + (high - low) * (tanh(b) + 1) / 2``,
+    so both stay in range without clipping. Each step draws the next minibatch of
+    clean images (the same for every label), stamps every label's trigger on it, runs
+    the frozen model once on all triggered images and takes one Adam step on every
+    label's objective ``mean cross-entropy + cost_k * |m_k|_1``. The objectives are
+    independent, so summing them gives each label its own gradient, and a label's
+    result does not depend on which other labels share its chunk. Initial masks and
+    patterns are drawn from a generator seeded by ``(seed, label)``.
+    """
+
+    def __init__(self, model, X, *, pixel_range, batch_size, learning_rate, cost, seed, verbose, patience=COST_PATIENCE):
+        self.model = model
+        self.patience = patience
+        self.X = X
+        self.image_shape = tuple(model_input_shape(model))
+        self.low, self.high = (float(v) for v in pixel_range)
+        if self.high <= self.low:
+            self.high = self.low + 1.0
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.cost = cost
+        self.seed = seed
+        self.verbose = verbose
+        self.from_logits = not outputs_are_probabilities(model)
+        height, width, channels = self.image_shape
+        pixels = batch_size * height * width * channels
+        self.chunk_size = max(1, PIXELS_PER_STEP // pixels)
+        self._compiled = {}
+
+    def _minibatches(self, steps):
+        """Row indices of the clean images of each step: consecutive shuffles of X."""
+        rng = np.random.default_rng([self.seed, 0])
+        n_rows = steps * self.batch_size
+        epochs = -(-n_rows // len(self.X))
+        order = np.concatenate([rng.permutation(len(self.X)) for _ in range(epochs)])
+        return order[:n_rows].reshape(steps, self.batch_size)
+
+    def _initial_logits(self, labels):
+        height, width, channels = self.image_shape
+        mask = np.empty((len(labels), height, width, 1), dtype=np.float32)
+        pattern = np.empty((len(labels), height, width, channels), dtype=np.float32)
+        for k, label in enumerate(labels):
+            rng = np.random.default_rng([self.seed, 4, int(label)])
+            mask[k] = _arctanh_unit(rng.uniform(0, 1, size=mask.shape[1:]))
+            pattern[k] = _arctanh_unit(rng.uniform(0, 1, size=pattern.shape[1:]))
+        return mask, pattern
+
+    def run(self, labels, steps, *, desc):
+        """Search the triggers of ``labels``; return masks, patterns, norms and more."""
+        labels = np.asarray(labels, dtype=np.int64)
+        chunk_size = min(self.chunk_size, len(labels))
+        state = self._state(chunk_size)
+        batches = self._minibatches(steps)
+        parts = []
+        total = len(labels) * steps * self.batch_size
+        with progress_bar(total, verbose=self.verbose, desc=desc) as update:
+            for chunk in iter_batches(len(labels), chunk_size):
+                chunk_labels = labels[chunk]
+                n_real = len(chunk_labels)
+                # Pad the last chunk with copies so the compiled step keeps one shape.
+                padded = np.resize(chunk_labels, chunk_size)
+                mask, pattern = self._initial_logits(padded)
+                state.reset(padded, mask, pattern, self.cost)
+                for rows in batches:
+                    state.step(self.X[rows])
+                    if update is not None:
+                        update(n_real * self.batch_size)
+                parts.append({key: value[:n_real] for key, value in state.result().items()})
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _state(self, chunk_size):
+        if chunk_size not in self._compiled:
+            self._compiled[chunk_size] = _SearchState(
+                self.model,
+                n_labels=chunk_size,
+                batch_size=self.batch_size,
+                image_shape=self.image_shape,
+                pixel_range=(self.low, self.high),
+                learning_rate=self.learning_rate,
+                from_logits=self.from_logits,
+                patience=self.patience,
+            )
+        return self._compiled[chunk_size]
+
+
+class _SearchState:
+    """The TensorFlow variables and the compiled step of one chunk of labels."""
+
+    def __init__(self, model, *, n_labels, batch_size, image_shape, pixel_range, learning_rate, from_logits, patience):
+        import tensorflow as tf
+
+        self.patience = patience
+        self.tf = tf
+        height, width, channels = image_shape
+        self.n_labels, self.batch_size = n_labels, batch_size
+        self.low, self.high = pixel_range
+        self.learning_rate = learning_rate
+
+        def variable(shape, dtype=tf.float32):
+            return tf.Variable(tf.zeros(shape, dtype), trainable=False)
+
+        mask_shape, pattern_shape = (n_labels, height, width, 1), (n_labels, height, width, channels)
+        self.mask_logits, self.pattern_logits = variable(mask_shape), variable(pattern_shape)
+        self.moments = [variable(shape) for shape in (mask_shape, mask_shape, pattern_shape, pattern_shape)]
+        self.iteration = variable(())
+        self.targets = variable((n_labels,), tf.int64)
+        self.cost = variable((n_labels,))
+        self.initial_cost = variable((n_labels,))
+        self.cost_wait = variable((n_labels,), tf.int32)
+        self.above = variable((n_labels,), tf.int32)
+        self.below = variable((n_labels,), tf.int32)
+        self.best_norm = variable((n_labels,))
+        self.best_mask = variable(mask_shape)
+        self.best_pattern = variable(pattern_shape)
+        self.last_cross_entropy = variable((n_labels,))
+
+        def trigger():
+            mask = (tf.tanh(self.mask_logits) + 1.0) / 2.0
+            pattern = self.low + (self.high - self.low) * (tf.tanh(self.pattern_logits) + 1.0) / 2.0
+            return mask, pattern
+
+        self._trigger = trigger
+        flat_targets_shape = (n_labels * batch_size,)
+
+        def step(clean):
+            tape = tf.GradientTape(watch_accessed_variables=False)
+            with tape:
+                tape.watch([self.mask_logits, self.pattern_logits])
+                mask, pattern = trigger()
+                triggered = (1.0 - mask[:, None]) * clean[None] + (mask * pattern)[:, None]
+                triggered = tf.reshape(triggered, (n_labels * batch_size, height, width, channels))
+                outputs = model(triggered, training=False)
+                targets = tf.reshape(tf.repeat(self.targets[:, None], batch_size, axis=1), flat_targets_shape)
+                cross_entropy = keras.ops.sparse_categorical_crossentropy(
+                    targets, outputs, from_logits=from_logits
+                )
+                cross_entropy = tf.reduce_mean(tf.reshape(cross_entropy, (n_labels, batch_size)), axis=1)
+                norms = tf.reduce_sum(mask, axis=[1, 2, 3])
+                loss = tf.reduce_sum(cross_entropy + self.cost * norms)
+            gradients = tape.gradient(loss, [self.mask_logits, self.pattern_logits])
+            hits = tf.cast(tf.equal(tf.argmax(outputs, axis=1), targets), tf.float32)
+            success = tf.reduce_mean(tf.reshape(hits, (n_labels, batch_size)), axis=1)
+            self._track(success >= ATTACK_SUCCESS_THRESHOLD, norms, mask, pattern, cross_entropy)
+            self._adam(gradients)
+
+        self.step_fn = tf.function(
+            step,
+            input_signature=[tf.TensorSpec((batch_size, height, width, channels), tf.float32)],
+        )
+
+    def _track(self, works, norms, mask, pattern, cross_entropy):
+        """Keep the smallest working trigger and adapt each label's cost (the paper's schedule)."""
+        tf = self.tf
+        improved = works & (norms < self.best_norm)
+        self.best_norm.assign(tf.where(improved, norms, self.best_norm))
+        self.best_mask.assign(tf.where(improved[:, None, None, None], mask, self.best_mask))
+        self.best_pattern.assign(tf.where(improved[:, None, None, None], pattern, self.best_pattern))
+        self.last_cross_entropy.assign(cross_entropy)
+
+        one, zero = tf.ones_like(self.above), tf.zeros_like(self.above)
+        # The cost stays 0 until the trigger has worked COST_PATIENCE steps in a row.
+        off = tf.equal(self.cost, 0.0)
+        wait = tf.where(off & works, self.cost_wait + one, zero)
+        switch_on = off & (wait >= self.patience)
+        self.cost_wait.assign(tf.where(switch_on, zero, wait))
+        cost = tf.where(switch_on, self.initial_cost, self.cost)
+        above = tf.where(works & ~switch_on, self.above + one, zero)
+        below = tf.where(works | switch_on, zero, self.below + one)
+        raise_ = above >= self.patience
+        lower = ~raise_ & (below >= self.patience)
+        cost = tf.where(raise_, cost * COST_MULTIPLIER_UP, tf.where(lower, cost / COST_MULTIPLIER_DOWN, cost))
+        self.cost.assign(cost)
+        self.above.assign(tf.where(raise_, zero, above))
+        self.below.assign(tf.where(lower, zero, below))
+
+    def _adam(self, gradients):
+        tf = self.tf
+        self.iteration.assign_add(1.0)
+        t = self.iteration
+        correction = tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
+        for variable, gradient, first, second in zip(
+            (self.mask_logits, self.pattern_logits),
+            gradients,
+            self.moments[0::2],
+            self.moments[1::2],
+        ):
+            first.assign(ADAM_BETA_1 * first + (1.0 - ADAM_BETA_1) * gradient)
+            second.assign(ADAM_BETA_2 * second + (1.0 - ADAM_BETA_2) * tf.square(gradient))
+            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + ADAM_EPSILON))
+
+    def reset(self, labels, mask_logits, pattern_logits, cost):
+        tf = self.tf
+        self.mask_logits.assign(mask_logits)
+        self.pattern_logits.assign(pattern_logits)
+        for moment in self.moments:
+            moment.assign(tf.zeros_like(moment))
+        self.iteration.assign(0.0)
+        self.targets.assign(np.asarray(labels, dtype=np.int64))
+        self.cost.assign(tf.zeros_like(self.cost))
+        self.initial_cost.assign(tf.fill(self.initial_cost.shape, float(cost)))
+        for counter in (self.cost_wait, self.above, self.below):
+            counter.assign(tf.zeros_like(counter))
+        self.best_norm.assign(tf.fill(self.best_norm.shape, np.float32(np.inf)))
+        self.best_mask.assign(tf.zeros_like(self.best_mask))
+        self.best_pattern.assign(tf.zeros_like(self.best_pattern))
+
+    def step(self, clean):
+        self.step_fn(np.asarray(clean, dtype=np.float32))
+
+    def result(self):
+        mask, pattern = self._trigger()
+        found = np.isfinite(self.best_norm.numpy())
+        keep = found[:, None, None, None]
+        masks = np.where(keep, self.best_mask.numpy(), mask.numpy())[..., 0]
+        patterns = np.where(keep, self.best_pattern.numpy(), pattern.numpy())
+        return {
+            "masks": masks.astype(np.float32),
+            "patterns": patterns.astype(np.float32),
+            "norms": masks.reshape(len(masks), -1).sum(axis=1).astype(np.float64),
+            "found": found,
+            "cross_entropy": self.last_cross_entropy.numpy().astype(np.float64),
+        }

@@ -1,0 +1,318 @@
+"""Tests of NeuralCleanse on the tiny digits BadNet (2x2 patch, target 0) and its clean twin."""
+
+import io
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+
+from skbackdoor import _neural_cleanse
+from skbackdoor._neural_cleanse import NeuralCleanse
+from skbackdoor.models import predict_proba_batches
+
+# Few steps are enough on 8x8 images; every fit below stays within a few seconds.
+FAST = dict(steps=300, epochs=5, random_state=0)
+TINY = dict(steps=30, epochs=1, random_state=0)
+
+
+def _accuracy(predicted, truth):
+    return float(np.mean(np.asarray(predicted) == np.asarray(truth)))
+
+
+@pytest.fixture(scope="module")
+def badnet_weights(patch_badnet):
+    return [w.copy() for w in patch_badnet.model.get_weights()]
+
+
+@pytest.fixture(scope="module")
+def cleansed(patch_badnet, badnet_weights):
+    """NeuralCleanse fitted on the BadNet's clean validation set (shared, read-only)."""
+    return NeuralCleanse(model=patch_badnet.model, **FAST).fit(patch_badnet.X_val, patch_badnet.y_val)
+
+
+@pytest.fixture(scope="module")
+def cleansed_clean(clean_net):
+    cleanse = NeuralCleanse(model=clean_net.model, unlearn_if_clean=False, **FAST)
+    return cleanse.fit(clean_net.X_val, clean_net.y_val)
+
+
+# ---------------------------------------------------------------- detection
+
+
+def test_flags_the_target_label(cleansed, patch_badnet):
+    assert cleansed.is_backdoored_
+    assert cleansed.flagged_labels_.tolist() == [patch_badnet.target]
+    index = cleansed.anomaly_index_
+    assert index[patch_badnet.target] > cleansed.anomaly_threshold
+    assert np.nanargmax(index) == patch_badnet.target
+    assert np.nanargmin(cleansed.mask_norms_) == patch_badnet.target
+    # The reversed trigger works on the BadNet.
+    assert cleansed.attack_success_[patch_badnet.target] > 0.9
+
+
+def test_reversed_mask_sits_on_the_trigger(cleansed, patch_badnet):
+    footprint = patch_badnet.trigger.footprint((8, 8))
+    mask = cleansed.masks_[list(cleansed.scanned_labels_).index(patch_badnet.target)]
+    assert mask[footprint].sum() / mask.sum() > 0.8
+    # A 2x2 trigger: the reversed mask has about 4 pixels' worth of mass.
+    assert cleansed.mask_norms_[patch_badnet.target] < 8
+
+
+def test_clean_model_has_no_flagged_label(cleansed_clean):
+    assert not cleansed_clean.is_backdoored_
+    assert cleansed_clean.flagged_labels_.size == 0
+    assert np.all(cleansed_clean.anomaly_index_ < cleansed_clean.anomaly_threshold)
+    # Nothing flagged and unlearn_if_clean=False: the model is left as it was.
+    assert cleansed_clean.unlearned_labels_.size == 0
+    assert cleansed_clean.history_ == {}
+
+
+def test_clean_model_predictions_are_unchanged(cleansed_clean, clean_net):
+    expected = predict_proba_batches(clean_net.model, clean_net.X_test)
+    np.testing.assert_allclose(cleansed_clean.predict_proba(clean_net.X_test), expected, rtol=1e-6)
+
+
+def test_fitted_attributes(cleansed, patch_badnet):
+    n_classes = 10
+    assert cleansed.n_classes_ == n_classes
+    np.testing.assert_array_equal(cleansed.classes_, np.arange(n_classes))
+    np.testing.assert_array_equal(cleansed.scanned_labels_, np.arange(n_classes))
+    assert cleansed.masks_.shape == (n_classes, 8, 8)
+    assert cleansed.patterns_.shape == (n_classes, 8, 8, 1)
+    assert cleansed.masks_.min() >= 0 and cleansed.masks_.max() <= 1
+    low, high = cleansed.pixel_range_
+    assert cleansed.patterns_.min() >= low and cleansed.patterns_.max() <= high
+    np.testing.assert_allclose(
+        cleansed.mask_norms_, cleansed.masks_.reshape(n_classes, -1).sum(axis=1), rtol=1e-5
+    )
+    assert cleansed.screening_scores_ is None
+    np.testing.assert_array_equal(cleansed.reference_labels_, np.arange(n_classes))
+    assert list(cleansed.history_) == ["loss", "accuracy"]
+    assert len(cleansed.history_["loss"]) == FAST["epochs"]
+    assert cleansed.unlearned_labels_.tolist() == [patch_badnet.target]
+
+
+# ---------------------------------------------------------------- repair
+
+
+def test_unlearning_removes_the_backdoor(cleansed, patch_badnet):
+    net = patch_badnet
+    asr_before = _accuracy(predict_proba_batches(net.model, net.X_poisoned).argmax(1), net.y_target)
+    cca_before = _accuracy(predict_proba_batches(net.model, net.X_test).argmax(1), net.y_test)
+    assert asr_before > 0.8
+    asr_after = _accuracy(cleansed.predict(net.X_poisoned), net.y_target)
+    cca_after = cleansed.score(net.X_test, net.y_test)
+    assert asr_after < 0.1
+    assert cca_after >= cca_before - 0.03
+
+
+def test_model_not_mutated(cleansed, patch_badnet, badnet_weights):
+    assert cleansed.model is patch_badnet.model
+    assert cleansed.model_ is not patch_badnet.model
+    for before, after in zip(badnet_weights, patch_badnet.model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_apply_trigger(cleansed, patch_badnet):
+    triggered = cleansed.apply_trigger(patch_badnet.X_test[:5], patch_badnet.target)
+    assert triggered.shape == (5, 8, 8, 1)
+    labels = predict_proba_batches(patch_badnet.model, triggered).argmax(1)
+    assert np.mean(labels == patch_badnet.target) >= 0.8
+    with pytest.raises(ValueError, match="label"):
+        cleansed.apply_trigger(patch_badnet.X_test[:5], "0")
+
+
+def test_epochs_zero_keeps_the_model(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, epochs=0, random_state=0)
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.history_ == {} and cleanse.unlearned_labels_.size == 0
+    np.testing.assert_allclose(
+        cleanse.predict_proba(patch_badnet.X_test),
+        predict_proba_batches(patch_badnet.model, patch_badnet.X_test),
+        rtol=1e-6,
+    )
+
+
+def test_unlearn_if_clean_uses_the_smallest_mask(clean_net):
+    cleanse = NeuralCleanse(model=clean_net.model, unlearn_if_clean=True, anomaly_threshold=1e6, **TINY)
+    cleanse.fit(clean_net.X_val, clean_net.y_val)
+    assert not cleanse.is_backdoored_
+    assert cleanse.unlearned_labels_.tolist() == [int(np.nanargmin(cleanse.mask_norms_))]
+    assert len(cleanse.history_["loss"]) == 1
+
+
+# ---------------------------------------------------------------- search mechanics
+
+
+def test_labels_restrict_the_scan_and_results_do_not_depend_on_batching(cleansed, patch_badnet, monkeypatch):
+    subset = NeuralCleanse(model=patch_badnet.model, labels=[5, 0, 3], **{**FAST, "epochs": 0})
+    # One label per compiled step instead of all three together.
+    monkeypatch.setattr(_neural_cleanse, "PIXELS_PER_STEP", 1)
+    subset.fit(patch_badnet.X_val, patch_badnet.y_val)
+    np.testing.assert_array_equal(subset.scanned_labels_, [0, 3, 5])
+    assert np.isnan(subset.mask_norms_[[1, 2, 4, 6, 7, 8, 9]]).all()
+    assert np.isnan(subset.anomaly_index_[[1, 2]]).all()
+    # A label's search depends on its own seed only: same masks as in the full scan.
+    np.testing.assert_allclose(subset.masks_, cleansed.masks_[[0, 3, 5]], atol=1e-5)
+    np.testing.assert_allclose(subset.mask_norms_[[0, 3, 5]], cleansed.mask_norms_[[0, 3, 5]], rtol=1e-4)
+
+
+def test_screening_shortlists_the_target(patch_badnet):
+    cleanse = NeuralCleanse(
+        model=patch_badnet.model, screening=True, n_candidates=3, **{**FAST, "epochs": 0}
+    )
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert patch_badnet.target in cleanse.candidates_
+    assert len(cleanse.candidates_) == 3 and len(cleanse.reference_labels_) == 3
+    np.testing.assert_array_equal(
+        cleanse.scanned_labels_, np.union1d(cleanse.candidates_, cleanse.reference_labels_)
+    )
+    assert cleanse.screening_scores_.shape == (10,)
+    assert np.isfinite(cleanse.screening_scores_[patch_badnet.target])
+    unscanned = np.setdiff1d(np.arange(10), cleanse.scanned_labels_)
+    assert np.isnan(cleanse.mask_norms_[unscanned]).all()
+    assert np.isnan(cleanse.anomaly_index_[unscanned]).all()
+    assert len(cleanse.masks_) == len(cleanse.scanned_labels_)
+
+
+def test_screening_auto_is_off_for_ten_classes(cleansed):
+    assert cleansed.screening == "auto" and cleansed.screening_scores_ is None
+
+
+def test_deterministic(patch_badnet):
+    fits = [
+        NeuralCleanse(model=patch_badnet.model, **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(fits[0].masks_, fits[1].masks_)
+    np.testing.assert_array_equal(fits[0].patterns_, fits[1].patterns_)
+    np.testing.assert_array_equal(fits[0].anomaly_index_, fits[1].anomaly_index_)
+    np.testing.assert_array_equal(
+        fits[0].predict_proba(patch_badnet.X_test), fits[1].predict_proba(patch_badnet.X_test)
+    )
+
+
+# ---------------------------------------------------------------- scikit-learn integration
+
+
+def test_clone_keeps_the_model_by_reference(cleansed, patch_badnet):
+    copy = clone(cleansed)
+    assert copy.model is patch_badnet.model
+    assert copy.get_params() == cleansed.get_params()
+    assert not hasattr(copy, "model_")
+
+
+def test_joblib_round_trip(cleansed, patch_badnet):
+    buffer = io.BytesIO()
+    joblib.dump(cleansed, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    np.testing.assert_array_equal(loaded.predict(patch_badnet.X_test), cleansed.predict(patch_badnet.X_test))
+    np.testing.assert_allclose(
+        loaded.predict_proba(patch_badnet.X_test), cleansed.predict_proba(patch_badnet.X_test), rtol=1e-6
+    )
+    np.testing.assert_array_equal(loaded.flagged_labels_, cleansed.flagged_labels_)
+    np.testing.assert_array_equal(loaded.masks_, cleansed.masks_)
+
+
+def test_grid_search(patch_badnet):
+    search = GridSearchCV(
+        NeuralCleanse(model=patch_badnet.model, **TINY),
+        {"learning_rate": [1e-3, 1e-4]},
+        cv=2,
+    )
+    search.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert set(search.best_params_) == {"learning_rate"}
+    assert search.best_estimator_.model is patch_badnet.model
+    assert 0 <= search.score(patch_badnet.X_test, patch_badnet.y_test) <= 1
+
+
+def test_repaired_of_a_goodnet(patch_badnet):
+    from skbackdoor._goodnet import GoodNetClassifier
+
+    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=NeuralCleanse(**FAST))
+    goodnet.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert isinstance(goodnet.repaired_, NeuralCleanse)
+    assert goodnet.repaired_.flagged_labels_.tolist() == [patch_badnet.target]
+    labels = goodnet.predict(patch_badnet.X_poisoned)
+    # Poisoned inputs: the BadNet says 0, the repaired model mostly not, so G answers N.
+    assert np.mean((labels == 10) | (labels == goodnet.repaired_.predict(patch_badnet.X_poisoned))) == 1
+    assert np.mean(labels == patch_badnet.target) < 0.1
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unfitted_use_raises(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model)
+    for method in (cleanse.predict, cleanse.predict_proba):
+        with pytest.raises(NotFittedError):
+            method(patch_badnet.X_test)
+    with pytest.raises(NotFittedError):
+        cleanse.score(patch_badnet.X_test, patch_badnet.y_test)
+    with pytest.raises(NotFittedError):
+        cleanse.apply_trigger(patch_badnet.X_test, 0)
+
+
+def test_bad_inputs_raise(cleansed, patch_badnet):
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    model = patch_badnet.model
+    with pytest.raises(ValueError, match="single image"):
+        cleansed.predict(patch_badnet.X_test[0])
+    with pytest.raises(ValueError, match="expects"):
+        cleansed.predict(np.zeros((2, 9, 8, 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        cleansed.predict(np.full((2, 8, 8, 1), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="fitted on values"):
+        cleansed.predict(patch_badnet.X_test * 255)
+    with pytest.raises(ValueError, match="label 10"):
+        NeuralCleanse(model=model, **TINY).fit(X, np.where(y == 9, 10, y))
+    with pytest.raises(ValueError, match="labels"):
+        NeuralCleanse(model=model, **TINY).fit(X, y[:-1])
+    with pytest.raises(ValueError, match="label 12"):
+        NeuralCleanse(model=model, labels=[0, 12], **TINY).fit(X, y)
+    with pytest.raises(ValueError, match="repeated"):
+        NeuralCleanse(model=model, labels=[0, 1, 1], **TINY).fit(X, y)
+    with pytest.raises(ValueError, match="needs a model"):
+        NeuralCleanse(**TINY).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"steps": 0}, {"cost": 0}, {"screening": "sometimes"}, {"unlearning_fraction": 1.5}, {"epochs": -1}],
+)
+def test_invalid_parameters(patch_badnet, params):
+    cleanse = NeuralCleanse(model=patch_badnet.model, **{**TINY, **params})
+    with pytest.raises(ValueError):
+        cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+
+
+def test_few_labels_warn(patch_badnet):
+    with pytest.warns(UserWarning, match="anomaly index"):
+        NeuralCleanse(model=patch_badnet.model, labels=[0, 1], **{**TINY, "epochs": 0}).fit(
+            patch_badnet.X_val, patch_badnet.y_val
+        )
+
+
+def test_plots(cleansed):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skbackdoor.plotting import plot_anomaly_index, plot_reversed_triggers
+
+    axes = plot_reversed_triggers(
+        cleansed.masks_, cleansed.patterns_, labels=cleansed.scanned_labels_,
+        norms=cleansed.mask_norms_[cleansed.scanned_labels_], flagged=cleansed.flagged_labels_,
+        pixel_range=cleansed.pixel_range_, max_labels=4,
+    )
+    assert axes.shape == (3, 4)
+    assert axes[0, 0].get_title().startswith("label 0")  # smallest norm first
+    ax = plot_anomaly_index(cleansed.anomaly_index_, threshold=cleansed.anomaly_threshold,
+                            flagged=cleansed.flagged_labels_)
+    assert len(ax.patches) == 10
+    plt.close("all")
