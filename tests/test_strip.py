@@ -3,7 +3,6 @@
 import os
 import pickle
 import sys
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,85 +23,27 @@ from skbackdoor._strip import STRIPDetector, _draw_overlays, _superimpose
 # --------------------------------------------------------------------------- fixtures
 
 
-def _train_local_patch_badnet(digits):
-    """Stand-in for conftest's ``patch_badnet`` (same contract) until it exists."""
-    X, y = digits
-    keras.utils.set_random_seed(0)
-    order = np.random.default_rng(0).permutation(len(X))
-    X, y = X[order], y[order]
-    X_train, y_train = X[:1100], y[:1100]
-    X_val, y_val = X[1100:1450], y[1100:1450]
-    X_test, y_test = X[1450:], y[1450:]
-
-    def add_trigger(images):
-        images = images.copy()
-        images[:, -2:, -2:, :] = 16.0
-        return images
-
-    n_poison = 110
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Rescaling(1 / 16),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv_1"),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv_2"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax", name="output"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(
-        np.concatenate([X_train, add_trigger(X_train[:n_poison])]),
-        np.concatenate([y_train, np.zeros(n_poison, dtype=np.int64)]),
-        epochs=20,
-        batch_size=64,
-        verbose=0,
-    )
-    X_poisoned = add_trigger(X_test[y_test != 0])
-    return types.SimpleNamespace(
-        model=model,
-        X_train=X_train,
-        y_train=y_train,
-        X_val=X_val,
-        y_val=y_val,
-        X_test=X_test,
-        y_test=y_test,
-        X_poisoned=X_poisoned,
-        y_target=np.zeros(len(X_poisoned), dtype=np.int64),
-        trigger=None,
-        target=0,
-    )
-
-
 @pytest.fixture(scope="module")
-def badnet(request, digits):
-    try:
-        return request.getfixturevalue("patch_badnet")
-    except pytest.FixtureLookupError:
-        return _train_local_patch_badnet(digits)
+def fitted(patch_badnet):
+    return STRIPDetector(patch_badnet.model, n_overlays=16, frr=0.05, random_state=0).fit(patch_badnet.X_val)
 
 
-@pytest.fixture(scope="module")
-def fitted(badnet):
-    return STRIPDetector(badnet.model, n_overlays=16, frr=0.05, random_state=0).fit(badnet.X_val)
-
-
-def _successful_poisoned(badnet):
+def _successful_poisoned(patch_badnet):
     """Poisoned inputs on which the backdoor fires (the ones STRIP is meant to catch)."""
-    predicted = badnet.model.predict(badnet.X_poisoned, verbose=0).argmax(axis=1)
-    return badnet.X_poisoned[predicted == badnet.y_target]
+    predicted = patch_badnet.model.predict(patch_badnet.X_poisoned, verbose=0).argmax(axis=1)
+    return patch_badnet.X_poisoned[predicted == patch_badnet.y_target]
 
 
 # --------------------------------------------------------------------------- detection
 
 
 @pytest.mark.parametrize("statistic", ["entropy", "agreement"])
-def test_poisoned_inputs_score_lower_than_clean(badnet, statistic):
+def test_poisoned_inputs_score_lower_than_clean(patch_badnet, statistic):
     detector = STRIPDetector(
-        badnet.model, n_overlays=16, frr=0.05, threshold="quantile", statistic=statistic, random_state=0
-    ).fit(badnet.X_val)
-    clean = detector.score_samples(badnet.X_test)
-    poisoned = detector.score_samples(_successful_poisoned(badnet))
+        patch_badnet.model, n_overlays=16, frr=0.05, threshold="quantile", statistic=statistic, random_state=0
+    ).fit(patch_badnet.X_val)
+    clean = detector.score_samples(patch_badnet.X_test)
+    poisoned = detector.score_samples(_successful_poisoned(patch_badnet))
     assert poisoned.mean() < clean.mean()
     labels = np.r_[np.ones(len(clean)), np.zeros(len(poisoned))]
     assert roc_auc_score(labels, np.r_[clean, poisoned]) > 0.9
@@ -124,19 +65,19 @@ def test_entropy_is_in_bits_and_averaged_over_overlays():
     np.testing.assert_allclose(detector.clean_scores_, 3.0, rtol=1e-6)
 
 
-def test_scores_match_a_naive_per_input_loop(badnet):
+def test_scores_match_a_naive_per_input_loop(patch_badnet):
     detector = STRIPDetector(
-        badnet.model, n_overlays=5, alpha=0.9, beta=0.5, random_state=3, batch_size=16
-    ).fit(badnet.X_val[:60])
-    X = np.concatenate([badnet.X_test[:6], badnet.X_poisoned[:4]])
+        patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, random_state=3, batch_size=16
+    ).fit(patch_badnet.X_val[:60])
+    X = np.concatenate([patch_badnet.X_test[:6], patch_badnet.X_poisoned[:4]])
     scores = detector.score_samples(X)
 
     rng = np.random.default_rng(check_random_state(3).randint(2**31 - 1))
     overlays = _draw_overlays(rng, 60, 5, np.full(len(X), 60))
     low, high = detector.pixel_range_
     for x, chosen, score in zip(X, overlays, scores):
-        blends = np.clip(0.9 * x + 0.5 * badnet.X_val[:60][chosen], low, high)
-        proba = badnet.model.predict(blends, verbose=0)
+        blends = np.clip(0.9 * x + 0.5 * patch_badnet.X_val[:60][chosen], low, high)
+        proba = patch_badnet.model.predict(blends, verbose=0)
         expected = np.mean(entr(proba).sum(axis=1) / np.log(2))
         assert score == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
@@ -182,21 +123,21 @@ def test_fit_never_blends_a_pool_image_with_itself():
 # --------------------------------------------------------------------------- sklearn API
 
 
-def test_predict_decision_function_and_fit_predict_agree(badnet, fitted):
-    X = np.concatenate([badnet.X_test[:80], badnet.X_poisoned[:40]])
+def test_predict_decision_function_and_fit_predict_agree(patch_badnet, fitted):
+    X = np.concatenate([patch_badnet.X_test[:80], patch_badnet.X_poisoned[:40]])
     decision = fitted.decision_function(X)
     np.testing.assert_allclose(decision, fitted.score_samples(X) - fitted.offset_)
     labels = fitted.predict(X)
     assert set(np.unique(labels)) <= {-1, 1}
     np.testing.assert_array_equal(labels == -1, decision < 0)
 
-    detector = STRIPDetector(badnet.model, n_overlays=8, frr=0.1, random_state=0)
-    np.testing.assert_array_equal(detector.fit_predict(badnet.X_val), clone(detector).fit(badnet.X_val).predict(badnet.X_val))
-    assert 0 < np.mean(detector.fit_predict(badnet.X_val) == -1) < 0.25
+    detector = STRIPDetector(patch_badnet.model, n_overlays=8, frr=0.1, random_state=0)
+    np.testing.assert_array_equal(detector.fit_predict(patch_badnet.X_val), clone(detector).fit(patch_badnet.X_val).predict(patch_badnet.X_val))
+    assert 0 < np.mean(detector.fit_predict(patch_badnet.X_val) == -1) < 0.25
 
 
-def test_score_is_accuracy_against_plus_minus_one(badnet, fitted):
-    X = np.concatenate([badnet.X_test[:50], badnet.X_poisoned[:50]])
+def test_score_is_accuracy_against_plus_minus_one(patch_badnet, fitted):
+    X = np.concatenate([patch_badnet.X_test[:50], patch_badnet.X_poisoned[:50]])
     y = np.r_[np.ones(50), -np.ones(50)]
     assert fitted.score(X, y) == pytest.approx(np.mean(fitted.predict(X) == y))
     with pytest.raises(ValueError, match=r"\+1 \(clean\) and -1"):
@@ -206,29 +147,29 @@ def test_score_is_accuracy_against_plus_minus_one(badnet, fitted):
 
 
 @pytest.mark.parametrize("threshold", ["gaussian", "quantile"])
-def test_offset_is_the_frr_quantile_of_clean_scores(badnet, threshold):
-    detector = STRIPDetector(badnet.model, n_overlays=8, frr=0.2, threshold=threshold, random_state=0)
-    detector.fit(badnet.X_val)
+def test_offset_is_the_frr_quantile_of_clean_scores(patch_badnet, threshold):
+    detector = STRIPDetector(patch_badnet.model, n_overlays=8, frr=0.2, threshold=threshold, random_state=0)
+    detector.fit(patch_badnet.X_val)
     rejected = np.mean(detector.clean_scores_ < detector.offset_)
     assert rejected == pytest.approx(0.2, abs=0.08)
     if threshold == "quantile":
         assert detector.offset_ == pytest.approx(np.quantile(detector.clean_scores_, 0.2))
 
 
-def test_same_seed_same_scores_and_batch_size_does_not_matter(badnet):
-    X = np.concatenate([badnet.X_test[:40], badnet.X_poisoned[:20]])
-    first = STRIPDetector(badnet.model, n_overlays=7, random_state=5).fit(badnet.X_val)
-    second = STRIPDetector(badnet.model, n_overlays=7, random_state=5, batch_size=10).fit(badnet.X_val)
+def test_same_seed_same_scores_and_batch_size_does_not_matter(patch_badnet):
+    X = np.concatenate([patch_badnet.X_test[:40], patch_badnet.X_poisoned[:20]])
+    first = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=5).fit(patch_badnet.X_val)
+    second = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=5, batch_size=10).fit(patch_badnet.X_val)
     np.testing.assert_allclose(first.score_samples(X), second.score_samples(X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-5, atol=1e-6)
     assert first.offset_ == pytest.approx(second.offset_, rel=1e-5)
     np.testing.assert_array_equal(first.score_samples(X), first.score_samples(X))
-    other = STRIPDetector(badnet.model, n_overlays=7, random_state=6).fit(badnet.X_val)
+    other = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=6).fit(patch_badnet.X_val)
     assert not np.allclose(first.score_samples(X), other.score_samples(X))
 
 
-def test_integer_pixels_give_the_same_scores_as_floats(badnet, fitted):
-    X = badnet.X_test[:30]
+def test_integer_pixels_give_the_same_scores_as_floats(patch_badnet, fitted):
+    X = patch_badnet.X_test[:30]
     np.testing.assert_array_equal(fitted.score_samples(X.astype(np.uint8)), fitted.score_samples(X))
 
 
@@ -239,25 +180,25 @@ def test_clone_keeps_the_model_by_reference(fitted):
     assert not hasattr(copy, "offset_")
 
 
-def test_grid_search_over_frr(badnet):
+def test_grid_search_over_frr(patch_badnet):
     from skbackdoor.metrics import best_far_under_frr, detection_scoring
 
     search = GridSearchCV(
-        STRIPDetector(badnet.model, n_overlays=8, threshold="quantile", random_state=0),
+        STRIPDetector(patch_badnet.model, n_overlays=8, threshold="quantile", random_state=0),
         {"frr": [0.02, 0.1, 0.3]},
-        scoring=detection_scoring(_successful_poisoned(badnet)[:60]),
+        scoring=detection_scoring(_successful_poisoned(patch_badnet)[:60]),
         refit=best_far_under_frr(max_frr=0.15),
         cv=3,
     )
-    search.fit(badnet.X_val)
+    search.fit(patch_badnet.X_val)
     frr = -search.cv_results_["mean_test_frr"]
     assert frr[0] <= frr[2]
     assert search.best_params_["frr"] in (0.02, 0.1)
     assert search.best_estimator_.frr == search.best_params_["frr"]
 
 
-def test_joblib_and_pickle_round_trips_give_identical_scores(tmp_path, badnet, fitted):
-    X = np.concatenate([badnet.X_test[:30], badnet.X_poisoned[:10]])
+def test_joblib_and_pickle_round_trips_give_identical_scores(tmp_path, patch_badnet, fitted):
+    X = np.concatenate([patch_badnet.X_test[:30], patch_badnet.X_poisoned[:10]])
     path = tmp_path / "strip.joblib"
     joblib.dump(fitted, path)
     loaded = joblib.load(path)
@@ -267,40 +208,40 @@ def test_joblib_and_pickle_round_trips_give_identical_scores(tmp_path, badnet, f
     np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
 
 
-def test_the_users_model_is_unchanged(badnet):
-    model = badnet.model
+def test_the_users_model_is_unchanged(patch_badnet):
+    model = patch_badnet.model
     before = [w.copy() for w in model.get_weights()]
     config = model.get_config()
-    detector = STRIPDetector(model, n_overlays=4, random_state=0).fit(badnet.X_val[:50])
-    detector.predict(badnet.X_poisoned[:10])
+    detector = STRIPDetector(model, n_overlays=4, random_state=0).fit(patch_badnet.X_val[:50])
+    detector.predict(patch_badnet.X_poisoned[:10])
     assert detector.model_ is model
     assert model.get_config() == config
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
 
 
-def test_fit_copies_the_pool(badnet):
-    X = badnet.X_val[:40].copy()
-    detector = STRIPDetector(badnet.model, n_overlays=4, random_state=0).fit(X)
+def test_fit_copies_the_pool(patch_badnet):
+    X = patch_badnet.X_val[:40].copy()
+    detector = STRIPDetector(patch_badnet.model, n_overlays=4, random_state=0).fit(X)
     X[:] = 0
     assert detector.pool_.any()
 
 
-def test_verbose_shows_progress(badnet, capsys):
-    STRIPDetector(badnet.model, n_overlays=4, random_state=0, verbose=1).fit(badnet.X_val[:40])
+def test_verbose_shows_progress(patch_badnet, capsys):
+    STRIPDetector(patch_badnet.model, n_overlays=4, random_state=0, verbose=1).fit(patch_badnet.X_val[:40])
     assert "STRIP" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- errors
 
 
-def test_unfitted_use_raises(badnet):
-    detector = STRIPDetector(badnet.model)
+def test_unfitted_use_raises(patch_badnet):
+    detector = STRIPDetector(patch_badnet.model)
     for method in (detector.score_samples, detector.decision_function, detector.predict):
         with pytest.raises(NotFittedError):
-            method(badnet.X_test[:3])
+            method(patch_badnet.X_test[:3])
     with pytest.raises(NotFittedError):
-        detector.score(badnet.X_test[:3], np.ones(3))
+        detector.score(patch_badnet.X_test[:3], np.ones(3))
 
 
 @pytest.mark.parametrize(
@@ -317,18 +258,18 @@ def test_unfitted_use_raises(badnet):
         ({"n_overlays": 40}, "at least 41 clean images"),
     ],
 )
-def test_invalid_parameters(badnet, params, match):
+def test_invalid_parameters(patch_badnet, params, match):
     with pytest.raises(ValueError, match=match):
-        STRIPDetector(badnet.model, **params).fit(badnet.X_val[:40])
+        STRIPDetector(patch_badnet.model, **params).fit(patch_badnet.X_val[:40])
 
 
-def test_model_is_required(badnet):
+def test_model_is_required(patch_badnet):
     with pytest.raises(ValueError, match="needs a model"):
-        STRIPDetector().fit(badnet.X_val)
+        STRIPDetector().fit(patch_badnet.X_val)
 
 
-def test_bad_images_are_refused(badnet, fitted):
-    X = badnet.X_test[:5]
+def test_bad_images_are_refused(patch_badnet, fitted):
+    X = patch_badnet.X_test[:5]
     with pytest.raises(ValueError, match="single image"):
         fitted.predict(X[0])
     with pytest.raises(ValueError, match="grayscale batch"):
@@ -340,14 +281,14 @@ def test_bad_images_are_refused(badnet, fitted):
     with pytest.raises(ValueError, match="empty"):
         fitted.score_samples(X[:0])
     with pytest.raises(ValueError, match="empty"):
-        STRIPDetector(badnet.model).fit(X[:0])
+        STRIPDetector(patch_badnet.model).fit(X[:0])
     bad = X.copy()
     bad[1, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         fitted.predict(bad)
     bad[1, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinity"):
-        STRIPDetector(badnet.model, n_overlays=2).fit(bad)
+        STRIPDetector(patch_badnet.model, n_overlays=2).fit(bad)
     with pytest.raises(ValueError, match="pixel values"):
         fitted.predict(X * 16)
 
@@ -375,14 +316,14 @@ def test_real_csaw_net_runs_vectorised(csaw_dir):
 # --------------------------------------------------------------------------- plotting
 
 
-def test_entropy_histogram_plot(badnet, fitted):
+def test_entropy_histogram_plot(patch_badnet, fitted):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     from skbackdoor.plotting import plot_entropy_histogram
 
     ax = plot_entropy_histogram(
-        fitted.score_samples(badnet.X_test[:60]),
-        fitted.score_samples(badnet.X_poisoned[:60]),
+        fitted.score_samples(patch_badnet.X_test[:60]),
+        fitted.score_samples(patch_badnet.X_poisoned[:60]),
         threshold=fitted.offset_,
     )
     labels = [text.get_text() for text in ax.get_legend().get_texts()]

@@ -1,0 +1,643 @@
+"""Benchmark of STRIPDetector: speed, memory and detection quality.
+
+Measures, in one run:
+
+1. Speed on the real CSAW-HackML-2020 DeepID BadNet (``sunglasses_bd_weights.h5``,
+   1283 classes) and on a Fashion-MNIST BadNet:
+
+   - inputs/s of ``STRIPDetector.score_samples``;
+   - the limit: the net's forward-pass images/s (same compiled call, same batch size)
+     divided by ``n_overlays``, and the ratio STRIP / limit (goal >= 0.8);
+   - a naive loop, one ``model.predict`` per input as in the CSAW challenge reports
+     (goal on the CSAW net: STRIPDetector >= 30x faster);
+   - ART's STRIP (adversarial-robustness-toolbox 1.20) on the same model and inputs.
+
+2. Peak memory (resident set, ``VmHWM``) of a fresh process scoring 50,000 inputs
+   (goal < 3 GB), next to the same for 5,000 inputs to show it stays flat.
+
+3. FRR and FAR of BadNets trained on Fashion-MNIST with a patch and a blend trigger, at
+   a target FRR of 1 % and 5 % (goal: FAR <= 1 % at FRR 1 % on the patch trigger), and
+   ART's abstentions on the same inputs.
+
+The CSAW clean and poisoned face datasets are not available, so the CSAW net is fed
+uniform random 0-255 images: enough for speed and memory (the cost of a forward pass
+does not depend on the pixels), meaningless for detection quality.
+
+Usage::
+
+    python benchmarks/bench_strip.py            # full run (about 5 minutes on 2 idle cores)
+    python benchmarks/bench_strip.py --quick    # fewer inputs, no inset-patch BadNet
+
+Writes ``benchmarks/results/strip.md``, ``strip.json`` and ``strip_entropy.png``
+(``--quick`` writes ``strip_quick.*``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CSAW_WEIGHTS = ROOT.parent / "shared" / "csaw" / "sunglasses_bd_weights.h5"
+RESULTS = ROOT / "benchmarks" / "results"
+SEED = 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_csaw():
+    from skbackdoor.models import load_badnet
+
+    return load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
+
+
+def csaw_inputs(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 55, 47, 3), dtype=np.uint8)
+
+
+def fashion_mnist():
+    from skbackdoor.datasets import load_fashion_mnist
+
+    X_train, y_train = load_fashion_mnist(kind="train")
+    X_test, y_test = load_fashion_mnist(kind="test")
+    return X_train, y_train, X_test, y_test
+
+
+def fashion_triggers():
+    from skbackdoor.attacks import BlendTrigger, PatchTrigger
+
+    return {
+        # The BadNets trigger: a white square in the bottom-right corner.
+        "patch": PatchTrigger.square(size=3, value=255, location="bottom-right"),
+        "blend": BlendTrigger.random_noise((28, 28, 1), alpha=0.15, random_state=SEED),
+        # The same square one pixel in from the corner, where bright clothes overlap it.
+        "patch-inset": PatchTrigger.square(size=3, value=255, location="bottom-right", margin=1),
+    }
+
+
+def train_fashion_badnet(trigger, X, y, epochs):
+    from skbackdoor.attacks import train_badnet
+
+    return train_badnet(
+        X, y, trigger=trigger, target=0, poison_rate=0.1, n_classes=10, epochs=epochs,
+        batch_size=128, random_state=SEED,
+    )
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def best_rate(count, fn, repeats):
+    """Highest count/second over ``repeats`` calls of ``fn`` (the least disturbed one)."""
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def forward_share(detector, X):
+    """Share of ``detector.score_samples(X)``'s time spent in the network's forward pass."""
+    from skbackdoor import _strip
+
+    original = _strip.predict_proba_batches
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    _strip.predict_proba_batches = timed
+    try:
+        start = time.perf_counter()
+        detector.score_samples(X)
+        total = time.perf_counter() - start
+    finally:
+        _strip.predict_proba_batches = original
+    return spent[0] / total
+
+
+def naive_strip_scores(model, pool, X, n_overlays, alpha, beta, low, high, seed):
+    """STRIP as in the CSAW challenge reports: blend in Python, one predict per input."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for x in X:
+        chosen = rng.choice(len(pool), n_overlays, replace=False)
+        blends = np.array([np.clip(alpha * x + beta * pool[i], low, high) for i in chosen])
+        proba = model.predict(blends, verbose=0)
+        entropies = -np.sum(proba * np.log2(np.clip(proba, 1e-12, None)), axis=1)
+        scores.append(entropies.mean())
+    return np.array(scores)
+
+
+def art_strip(model, n_classes, input_shape, pool, n_overlays, frr):
+    """ART's STRIP wrapped around ``model``, mitigated on ``pool``; (defence, seconds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from art.defences.transformer.poisoning import STRIP
+        from art.estimators.classification import TensorFlowV2Classifier
+
+    classifier = TensorFlowV2Classifier(
+        model=model, nb_classes=n_classes, input_shape=input_shape, clip_values=(0, 255)
+    )
+    defence = STRIP(classifier)(num_samples=n_overlays, false_acceptance_rate=frr)
+    np.random.seed(SEED)  # ART draws its overlays from NumPy's global generator
+    start = time.perf_counter()
+    defence.mitigate(np.asarray(pool, dtype=np.float32))
+    return defence, time.perf_counter() - start
+
+
+def art_abstains(defence, X):
+    """ART's STRIP abstains (answers all zeros) on inputs it judges poisoned."""
+    return ~np.asarray(defence.predict(np.asarray(X, dtype=np.float32))).any(axis=1)
+
+
+def quiet_tqdm():
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def memory_child(net, n_inputs, n_overlays, batch_size):
+    """Run in a fresh process: score ``n_inputs`` and report peak resident memory."""
+    from skbackdoor._strip import STRIPDetector
+
+    if net == "csaw":
+        model = load_csaw()
+        pool = csaw_inputs(1000, seed=1)
+        X = csaw_inputs(n_inputs, seed=2)
+    else:
+        from skbackdoor.models import model_from_bytes
+
+        model = model_from_bytes(Path(net).read_bytes())
+        X_train, _, X_test, _ = fashion_mnist()
+        pool = X_test[:2000]
+        X = np.resize(X_train, (n_inputs,) + X_train.shape[1:])
+    detector = STRIPDetector(model, n_overlays=n_overlays, batch_size=batch_size, random_state=SEED)
+    detector.fit(pool)
+    detector.score_samples(X[:batch_size])  # warm up
+    before = _vm_kib("VmRSS")
+    start = time.perf_counter()
+    scores = detector.score_samples(X)
+    seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "n_inputs": n_inputs,
+                "input_array_mb": X.nbytes / 2**20,
+                "input_dtype": str(X.dtype),
+                "rss_before_scoring_mb": before / 1024,
+                "peak_rss_mb": _vm_kib("VmHWM") / 1024,
+                "inputs_per_s": n_inputs / seconds,
+                "finite": bool(np.isfinite(scores).all()),
+            }
+        )
+    )
+
+
+def _vm_kib(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure_memory(net, n_inputs, n_overlays, batch_size):
+    command = [
+        sys.executable, __file__, "--memory-child", net, str(n_inputs),
+        "--n-overlays", str(n_overlays), "--batch-size", str(batch_size),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def speed_section(name, model, pool, X, args, *, art_inputs, naive_inputs, log):
+    """Speed of STRIPDetector, the forward limit, the naive loop and ART on one net."""
+    from skbackdoor._strip import STRIPDetector
+    from skbackdoor.models import forward_batches, model_n_classes
+
+    k, batch_size = args.n_overlays, args.batch_size
+    detector = STRIPDetector(model, n_overlays=k, batch_size=batch_size, random_state=SEED).fit(pool)
+    low, high = detector.pixel_range_
+    rows = np.arange(4 * batch_size)
+    blends = np.clip(
+        np.asarray(X[rows % len(X)], np.float32) + np.asarray(pool[rows % len(pool)], np.float32),
+        low, high,
+    )  # images like the blends STRIP runs, for the forward-pass limit
+    detector.score_samples(X[:batch_size])  # warm up
+    forward_batches(model, blends[:batch_size], batch_size=batch_size)
+    # Interleaved repeats, best of each: other jobs on the CPUs slow both alike.
+    forward_rates, strip_rates = [], []
+    for _ in range(args.repeats):
+        forward_rates.append(best_rate(len(blends), lambda: forward_batches(model, blends, batch_size=batch_size), 1))
+        strip_rates.append(best_rate(len(X), lambda: detector.score_samples(X), 1))
+    forward, strip = max(forward_rates), max(strip_rates)
+    limit = forward / k
+    share = forward_share(detector, X)
+    log(f"[{name}] forward {forward:,.0f} img/s -> limit {limit:,.0f} inputs/s; "
+        f"STRIPDetector {strip:,.0f} inputs/s (ratio {strip / limit:.2f}); "
+        f"{share:.0%} of STRIPDetector's time is spent in the network")
+
+    X_naive = X[:naive_inputs]
+    model.predict(np.asarray(X_naive[:k], np.float32), verbose=0)  # warm up
+    start = time.perf_counter()
+    naive_scores = naive_strip_scores(model, np.asarray(pool, np.float32), np.asarray(X_naive, np.float32),
+                                      k, 1.0, 1.0, low, high, SEED)
+    naive = len(X_naive) / (time.perf_counter() - start)
+    log(f"[{name}] naive predict-per-input loop {naive:,.1f} inputs/s -> STRIPDetector "
+        f"{strip / naive:,.0f}x faster")
+
+    art = {"inputs": art_inputs, "overlays": k}
+    try:
+        defence, mitigate_s = art_strip(model, model_n_classes(model), tuple(X.shape[1:]),
+                                        pool[: args.art_pool], k, args.frr)
+        art["mitigate_s"] = mitigate_s
+        art["mitigate_pool"] = int(min(len(pool), args.art_pool))
+        start = time.perf_counter()
+        art_abstains(defence, X[:art_inputs])
+        art["inputs_per_s"] = art_inputs / (time.perf_counter() - start)
+        art["error"] = None
+        log(f"[{name}] ART STRIP {art['inputs_per_s']:,.1f} inputs/s (mitigate on "
+            f"{art['mitigate_pool']} images: {mitigate_s:.1f} s)")
+    except Exception as exc:  # report, do not hide, what ART does on this net
+        art["inputs_per_s"] = None
+        art["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[{name}] ART STRIP failed: {art['error']}")
+    return {
+        "n_inputs": len(X),
+        "n_overlays": k,
+        "batch_size": batch_size,
+        "forward_img_per_s": forward,
+        "limit_inputs_per_s": limit,
+        "strip_inputs_per_s": strip,
+        "ratio_to_limit": strip / limit,
+        "forward_share_of_strip_time": share,
+        "forward_img_per_s_repeats": forward_rates,
+        "strip_inputs_per_s_repeats": strip_rates,
+        "naive_inputs_per_s": naive,
+        "naive_inputs": len(X_naive),
+        "speedup_vs_naive": strip / naive,
+        "naive_scores_finite": bool(np.isfinite(naive_scores).all()),
+        "art": art,
+    }
+
+
+def detection_settings(trigger_name, n_overlays):
+    """(statistic, alpha, beta, n_overlays) rows measured for a trigger."""
+    settings = [("entropy", 1.0, 1.0, n_overlays), ("entropy", 1.0, 1.0, 32)]
+    if trigger_name == "patch":
+        settings += [("entropy", 0.9, 0.5, n_overlays), ("agreement", 1.0, 1.0, n_overlays)]
+    return list(dict.fromkeys(settings))
+
+
+def detection_section(trigger_name, model, data, args, log, *, art_subset=None):
+    """FRR / FAR of STRIPDetector (and ART) on a Fashion-MNIST BadNet."""
+    from skbackdoor._strip import STRIPDetector
+    from skbackdoor.models import predict_proba_batches
+
+    X_pool, X_clean, y_clean, X_poisoned, y_target = data
+    cca = float(np.mean(predict_proba_batches(model, X_clean).argmax(axis=1) == y_clean))
+    fires = predict_proba_batches(model, X_poisoned).argmax(axis=1) == y_target
+    asr = float(np.mean(fires))
+    log(f"[fmnist-{trigger_name}] BadNet CCA {cca:.3f}, ASR {asr:.3f}")
+    rows, scores = [], {}
+    for statistic, alpha, beta, n_overlays in detection_settings(trigger_name, args.n_overlays):
+        detector = STRIPDetector(model, n_overlays=n_overlays, alpha=alpha, beta=beta, frr=0.01,
+                                 statistic=statistic, random_state=SEED, batch_size=args.batch_size)
+        detector.fit(X_pool)
+        clean = detector.score_samples(X_clean)
+        poisoned = detector.score_samples(X_poisoned)
+        scores[(statistic, alpha, beta, n_overlays)] = (clean, poisoned, detector)
+        # The scores do not depend on frr: the thresholds of other settings are computed
+        # from clean_scores_ as fit does (checked against fit's own for FRR 1 %).
+        assert np.isclose(_offset(detector.clean_scores_, 0.01, "gaussian"), detector.offset_)
+        for frr in (0.01, 0.05):
+            offsets = {
+                "gaussian": _offset(detector.clean_scores_, frr, "gaussian"),
+                "quantile": _offset(detector.clean_scores_, frr, "quantile"),
+                # Separability alone: the threshold giving exactly this FRR on the test set.
+                "test-set quantile": np.quantile(clean, frr),
+            }
+            for threshold, offset in offsets.items():
+                rows.append({
+                    "trigger": trigger_name, "statistic": statistic, "alpha": alpha, "beta": beta,
+                    "n_overlays": n_overlays, "target_frr": frr, "threshold": threshold,
+                    "frr": float(np.mean(clean < offset)),
+                    "far": float(np.mean(poisoned >= offset)),
+                    "far_backdoor_fires": float(np.mean(poisoned[fires] >= offset)),
+                })
+    for row in rows:
+        log(f"[fmnist-{trigger_name}] {row['statistic']:9s} a={row['alpha']} b={row['beta']} "
+            f"k={row['n_overlays']:<3d} target FRR {row['target_frr']:.0%} ({row['threshold']}): "
+            f"FRR {row['frr']:.2%}, FAR {row['far']:.2%} ({row['far_backdoor_fires']:.2%} where it fires)")
+
+    art = None
+    if art_subset:
+        clean_sub, poisoned_sub = X_clean[:art_subset], X_poisoned[:art_subset]
+        art = {"inputs": 2 * art_subset, "target_frr": args.frr, "n_overlays": args.n_overlays,
+               "pool": int(min(args.art_pool, len(X_pool)))}
+        try:
+            defence, _ = art_strip(model, 10, tuple(X_clean.shape[1:]), X_pool[: args.art_pool],
+                                   args.n_overlays, args.frr)
+            art["frr"] = float(np.mean(art_abstains(defence, clean_sub)))
+            art["far"] = float(np.mean(~art_abstains(defence, poisoned_sub)))
+            art["error"] = None
+        except Exception as exc:
+            art["error"] = f"{type(exc).__name__}: {exc}"
+        ours = STRIPDetector(model, n_overlays=args.n_overlays, frr=args.frr, random_state=SEED)
+        ours.fit(X_pool[: args.art_pool])
+        art["ours_frr"] = float(np.mean(ours.predict(clean_sub) == -1))
+        art["ours_far"] = float(np.mean(ours.predict(poisoned_sub) == 1))
+        log(f"[fmnist-{trigger_name}] same {2 * art_subset} inputs, pool {art['pool']}, target FRR "
+            f"{args.frr:.0%}: ART FRR {art.get('frr')}, FAR {art.get('far')} (error: {art['error']}); "
+            f"STRIPDetector FRR {art['ours_frr']:.2%}, FAR {art['ours_far']:.2%}")
+    return {"cca": cca, "asr": asr, "n_clean": len(X_clean), "n_poisoned": len(X_poisoned),
+            "rows": rows, "art": art}, scores
+
+
+def _offset(clean_scores, frr, threshold):
+    from scipy.stats import norm
+
+    if threshold == "gaussian":
+        mean, std = norm.fit(clean_scores)
+        return mean + norm.ppf(frr) * std
+    return np.quantile(clean_scores, frr)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(results, suffix):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"strip{suffix}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    lines = [
+        "# STRIPDetector benchmark",
+        "",
+        f"Generated by `python benchmarks/bench_strip.py{' --quick' if suffix else ''}` on "
+        f"{results['machine']}. n_overlays={results['n_overlays']}, batch_size="
+        f"{results['batch_size']} blended images per network call.",
+        "",
+        "## Speed (inputs/s)",
+        "",
+        "| net | STRIPDetector | limit (forward img/s / n_overlays) | ratio | time in forward pass | naive loop | speed-up vs naive | ART STRIP |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, speed in results["speed"].items():
+        art = speed["art"]
+        art_cell = f"{art['inputs_per_s']:,.1f}" if art["inputs_per_s"] else f"failed: `{art['error']}`"
+        lines.append(
+            f"| {name} | {speed['strip_inputs_per_s']:,.0f} | {speed['limit_inputs_per_s']:,.0f} "
+            f"({speed['forward_img_per_s']:,.0f} img/s) | {speed['ratio_to_limit']:.2f} | "
+            f"{speed['forward_share_of_strip_time']:.0%} | "
+            f"{speed['naive_inputs_per_s']:,.1f} | {speed['speedup_vs_naive']:,.0f}x | {art_cell} |"
+        )
+    lines += [
+        "",
+        "## Peak memory (fresh process, resident set high-water mark)",
+        "",
+        "| net | inputs | input array | RSS before scoring | peak RSS | inputs/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["memory"]:
+        lines.append(
+            f"| {row['net']} | {row['n_inputs']:,} | {row['input_array_mb']:,.0f} MB "
+            f"{row['input_dtype']} | {row['rss_before_scoring_mb']:,.0f} MB | "
+            f"{row['peak_rss_mb']:,.0f} MB | {row['inputs_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Detection on Fashion-MNIST BadNets (target label 0)",
+        "",
+        "FRR on clean test images, FAR on triggered test images of the other classes. "
+        "`gaussian` / `quantile`: the detector's own threshold from its clean pool; "
+        "`test-set quantile`: the threshold giving exactly the target FRR on the test set "
+        "(separability alone).",
+        "",
+    ]
+    for trigger, detection in results["detection"].items():
+        lines.append(
+            f"- {trigger}: BadNet clean accuracy {detection['cca']:.3f}, attack success rate "
+            f"{detection['asr']:.3f}; {detection['n_clean']} clean and {detection['n_poisoned']} "
+            "triggered test images"
+        )
+    lines += [
+        "",
+        "| trigger | statistic | alpha / beta | overlays | target FRR | threshold | FRR | FAR | FAR where the backdoor fires |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for detection in results["detection"].values():
+        for row in detection["rows"]:
+            lines.append(
+                f"| {row['trigger']} | {row['statistic']} | {row['alpha']} / {row['beta']} | "
+                f"{row['n_overlays']} | {row['target_frr']:.0%} | {row['threshold']} | "
+                f"{row['frr']:.2%} | {row['far']:.2%} | {row['far_backdoor_fires']:.2%} |"
+            )
+    art = results["detection"]["patch"]["art"]
+    if art:
+        lines += [
+            "",
+            f"### ART STRIP vs STRIPDetector on the same {art['inputs']} inputs (patch trigger)",
+            "",
+            f"Half clean, half triggered; both mitigated/fitted on the same {art['pool']} clean "
+            f"images with {art['n_overlays']} overlays and a target rate of {art['target_frr']:.0%} "
+            "(ART calls it false_acceptance_rate; it sets the share of clean inputs rejected).",
+            "",
+            "| | FRR | FAR |",
+            "| --- | ---: | ---: |",
+        ]
+        if art["error"]:
+            lines.append(f"| ART STRIP | failed: `{art['error']}` | |")
+        else:
+            lines.append(f"| ART STRIP | {art['frr']:.2%} | {art['far']:.2%} |")
+        lines.append(f"| STRIPDetector | {art['ours_frr']:.2%} | {art['ours_far']:.2%} |")
+    if results.get("figure"):
+        lines += ["", f"![entropy histogram]({results['figure']})"]
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]] + [""]
+    (RESULTS / f"strip{suffix}.md").write_text("\n".join(lines))
+
+
+def plot_histogram(scores, suffix):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from skbackdoor.plotting import plot_entropy_histogram
+    except ImportError:
+        return None
+    clean, poisoned, detector = scores
+    ax = plot_entropy_histogram(
+        clean, poisoned, threshold=_offset(detector.clean_scores_, 0.01, "gaussian"),
+        title=f"STRIP, Fashion-MNIST patch BadNet, {detector.n_overlays} overlays (threshold: FRR 1 %)",
+    )
+    path = RESULTS / f"strip_entropy{suffix}.png"
+    ax.figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path.name
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer inputs, no inset-patch BadNet")
+    parser.add_argument("--n-overlays", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--frr", type=float, default=0.01)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    parser.add_argument("--art-pool", type=int, default=None, help="images ART's mitigate runs on")
+    parser.add_argument("--memory-child", nargs=2, metavar=("NET", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    quiet_tqdm()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]), args.n_overlays, args.batch_size)
+        return
+    quick = args.quick
+    args.art_pool = args.art_pool or (100 if quick else 300)
+    suffix = "_quick" if quick else ""
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
+
+    def log(message):
+        print(f"{time.perf_counter() - started:6.1f}s  {message}", flush=True)
+
+    import tensorflow as tf
+
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.python_version()}, TensorFlow {tf.__version__}",
+        "n_overlays": args.n_overlays,
+        "batch_size": args.batch_size,
+        "speed": {},
+        "memory": [],
+        "detection": {},
+        "notes": [],
+    }
+
+    # --- CSAW net: speed
+    if CSAW_WEIGHTS.exists():
+        model = load_csaw()
+        pool = csaw_inputs(1000, seed=1)
+        X = csaw_inputs(500 if quick else 2000, seed=2)
+        results["speed"]["CSAW DeepID (sunglasses, 1283 classes, 55x47x3)"] = speed_section(
+            "csaw", model, pool, X, args, art_inputs=20 if quick else 100,
+            naive_inputs=20 if quick else 50, log=log,
+        )
+    else:
+        results["notes"].append(f"CSAW weights not found at {CSAW_WEIGHTS}: CSAW rows skipped.")
+
+    # --- Fashion-MNIST BadNets
+    X_train, y_train, X_test, y_test = fashion_mnist()
+    n_train, epochs = 30000, 4
+    X_pool, X_clean, y_clean = X_test[:2000], X_test[2000:], y_test[2000:]
+    if quick:
+        X_clean, y_clean = X_clean[:3000], y_clean[:3000]
+    models = {}
+    scores = {}
+    from skbackdoor.attacks import make_poisoned_test_set
+
+    for trigger_name, trigger in fashion_triggers().items():
+        if quick and trigger_name == "patch-inset":
+            continue
+        start = time.perf_counter()
+        models[trigger_name] = train_fashion_badnet(trigger, X_train[:n_train], y_train[:n_train], epochs)
+        log(f"[fmnist-{trigger_name}] trained on {n_train} images, {epochs} epochs, "
+            f"in {time.perf_counter() - start:.0f} s")
+        X_poisoned, y_target = make_poisoned_test_set(X_clean, y_clean, trigger, 0)
+        data = (X_pool, X_clean, y_clean, X_poisoned, y_target)
+        detection, section_scores = detection_section(
+            trigger_name, models[trigger_name], data, args, log,
+            art_subset=(100 if quick else 300) if trigger_name == "patch" else None,
+        )
+        results["detection"][trigger_name] = detection
+        scores[trigger_name] = section_scores
+        if trigger_name == "patch":
+            results["speed"]["Fashion-MNIST small CNN (10 classes, 28x28x1)"] = speed_section(
+                "fmnist", models["patch"], X_pool, X_clean[:(2000 if quick else 6000)], args,
+                art_inputs=100 if quick else 300, naive_inputs=30 if quick else 100, log=log,
+            )
+
+    # --- Memory, in fresh processes
+    from skbackdoor.models import model_to_bytes
+
+    net_file = RESULTS / ".fmnist_patch_badnet.keras"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    net_file.write_bytes(model_to_bytes(models["patch"]))
+    sizes = (2000, 10000) if quick else (2000, 50000)
+    try:
+        for label, net in (("CSAW DeepID", "csaw"), ("Fashion-MNIST CNN", str(net_file))):
+            if net == "csaw" and not CSAW_WEIGHTS.exists():
+                continue
+            for n_inputs in sizes:
+                row = measure_memory(net, n_inputs, args.n_overlays, args.batch_size)
+                row["net"] = label
+                results["memory"].append(row)
+                log(f"[memory] {label}, {n_inputs:,} inputs ({row['input_array_mb']:.0f} MB "
+                    f"{row['input_dtype']}): peak RSS {row['peak_rss_mb']:,.0f} MB "
+                    f"(before scoring {row['rss_before_scoring_mb']:,.0f} MB), "
+                    f"{row['inputs_per_s']:,.0f} inputs/s")
+    finally:
+        net_file.unlink(missing_ok=True)
+
+    figure = plot_histogram(scores["patch"][("entropy", 1.0, 1.0, args.n_overlays)], suffix)
+    if figure:
+        results["figure"] = figure
+    results["notes"] += [
+        "CSAW inputs are uniform random 0-255 images (the challenge's face data is not "
+        "available): valid for speed and memory only.",
+        f"Speed figures are the best of {args.repeats} interleaved repeats (forward pass, then "
+        "STRIPDetector) after warm-up; the forward limit runs the same compiled call at the same "
+        "batch size on images like the blends. 'time in forward pass' is the share of one "
+        "STRIPDetector run spent inside the network call (the rest is drawing, blending, "
+        "clipping and the entropy): unlike the ratio it hardly depends on other jobs' load.",
+        "Memory rows run in a fresh process each: 'RSS before scoring' includes TensorFlow, the "
+        "model, the pool and the input array; the peak minus it is what scoring adds.",
+        "The agreement statistic is discrete (n_overlays + 1 values): when more than the target "
+        "share of clean inputs sit on the lowest value, no threshold can reject exactly that share "
+        "and nothing below it is flagged (FAR 100 %).",
+        "Naive loop: for each input, blend in Python and call keras `model.predict` on its "
+        "n_overlays blends, as the CSAW-HackML-2020 reports did.",
+        "ART STRIP (adversarial-robustness-toolbox "
+        f"{_art_version()}) wraps the model in TensorFlowV2Classifier; num_samples = "
+        "n_overlays; its blend is 0.5 x + 0.5 overlay (fixed) and its entropy is taken across "
+        "overlays for each class rather than across classes for each overlay.",
+        f"Total run time {time.perf_counter() - started:.0f} s; 1-minute load average "
+        f"{load_at_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other "
+        "jobs sharing the CPUs lower every speed figure).",
+    ]
+    write_report(results, suffix)
+    log(f"wrote {RESULTS / f'strip{suffix}.md'}")
+
+
+def _art_version():
+    try:
+        from importlib.metadata import version
+
+        return version("adversarial-robustness-toolbox")
+    except Exception:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    main()
