@@ -14,7 +14,7 @@ tested in each estimator's own test file.
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skbackdoor import FinePruner, GoodNetClassifier, STRIPDetector
+from skbackdoor import FinePruner, GoodNetClassifier, NeuralCleanse, STRIPDetector
 from skbackdoor.attacks import small_cnn
 
 TABULAR = "fits or predicts on tabular (n_samples, n_features) data; the estimator takes (n, H, W, C) images for its Keras model"
@@ -66,6 +66,7 @@ def estimators():
         STRIPDetector(model=model),
         FinePruner(model=model, epochs=1),
         GoodNetClassifier(badnet=model, detector=STRIPDetector()),
+        NeuralCleanse(model=model, steps=5, epochs=1),
     ]
 
 
