@@ -6,10 +6,10 @@ Where the backdoor lives: activations before and after
 Fine-Pruning rests on an observation: the channels a trigger excites are often ones
 clean inputs leave quiet. This example looks inside a digits BadNet with
 :func:`~skbackdoor.models.layer_activations`: the mean activation of every channel of
-the last convolution on clean and on triggered inputs, and the spatial map of the
-channel the trigger excites most, before and after :class:`~skbackdoor.FinePruner`
-repairs the network (the CSAW-HackML-2020 reports drew the same maps for the DeepID
-face BadNets).
+the last convolution on clean and on triggered inputs, and the spatial map of every
+channel with :func:`~skbackdoor.plotting.plot_activation_maps`, before and after
+:class:`~skbackdoor.FinePruner` repairs the network (the CSAW-HackML-2020 reports drew
+the same maps for the DeepID face BadNets).
 """
 
 # %%
@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from skbackdoor import FinePruner
 from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, train_badnet
 from skbackdoor.models import conv_layer_names, layer_activations
+from skbackdoor.plotting import plot_activation_maps
 
 digits = load_digits()
 X = digits.images[..., np.newaxis].astype("float32")
@@ -67,25 +68,19 @@ axes[0].legend(fontsize=8)
 fig.tight_layout()
 
 # %%
-# Spatial map of the channel the trigger excites most
-# ---------------------------------------------------
-# Averaged over the test digits: the trigger sits in the bottom-right corner, and so
-# does the extra activation it causes in the BadNet.
-before_clean, before_poisoned = activations["BadNet B"]
-after_clean, after_poisoned = activations["fine-pruned B'"]
-channel = int(np.argmax((before_poisoned - before_clean).mean(axis=(0, 1, 2))))
-maps = {
-    "B, clean": before_clean[..., channel],
-    "B, triggered": before_poisoned[..., channel],
-    "B', clean": after_clean[..., channel],
-    "B', triggered": after_poisoned[..., channel],
-}
-vmax = max(float(values.mean(axis=0).max()) for values in maps.values())
-fig, axes = plt.subplots(1, 4, figsize=(9.5, 2.6))
-for ax, (title, values) in zip(axes, maps.items()):
-    image = ax.imshow(values.mean(axis=0), cmap="magma", vmin=0, vmax=vmax)
-    ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
-fig.colorbar(image, ax=axes, shrink=0.8, label="mean activation")
-fig.suptitle(f"channel {channel} of {layer}" + (" (pruned)" if channel in pruner.pruned_channels_ else ""))
+# Activation maps of every channel
+# --------------------------------
+# :func:`~skbackdoor.plotting.plot_activation_maps` draws the mean activation map of
+# each channel of the pruned layer, averaged over the given images, for the BadNet
+# and for the repaired network on one colour scale; pruned channels are outlined in
+# red. On triggered digits, the channels that light up in the bottom-right corner
+# (where the trigger is) in the BadNet are the backdoor's; after fine-pruning they are
+# pruned or quiet.
+axes = plot_activation_maps(pruner, X_poisoned)
+axes[0].figure.suptitle("triggered test digits")
+
+# %%
+# The same channels on the clean versions of those digits, for comparison.
+axes = plot_activation_maps(pruner, X_clean)
+axes[0].figure.suptitle("clean test digits")
 plt.show()

@@ -37,6 +37,7 @@ from skbackdoor.metrics import (
     false_rejection_rate,
 )
 from skbackdoor.models import predict_proba_batches
+from skbackdoor.plotting import plot_cca_asr_heatmaps
 
 digits = load_digits()
 X = digits.images[..., np.newaxis].astype("float32")
@@ -82,31 +83,9 @@ print("best:", search.best_params_)
 # survives whatever share of channels is pruned; at the larger one fine-tuning removes
 # most of it, and pruning dormant channels first helps, until pruning starts to cost
 # clean accuracy. The refit rule picks the best CCA among candidates with ASR <= 10 %.
-fractions = param_grid["repaired__prune_fraction"]
-rates = param_grid["repaired__learning_rate"]
-results = search.cv_results_
-cca = np.empty((len(rates), len(fractions)))
-asr = np.empty_like(cca)
-for index, params in enumerate(results["params"]):
-    row = rates.index(params["repaired__learning_rate"])
-    column = fractions.index(params["repaired__prune_fraction"])
-    cca[row, column] = results["mean_test_cca"][index]
-    asr[row, column] = -results["mean_test_asr"][index]
-
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-for ax, values, title, cmap in ((axes[0], cca, "clean accuracy (CCA)", "Greens"),
-                                (axes[1], asr, "attack success rate (ASR)", "Reds")):
-    image = ax.imshow(values, vmin=0, vmax=1, cmap=cmap, aspect="auto")
-    for (i, j), value in np.ndenumerate(values):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(fractions)), [f"{f:.0%}" for f in fractions])
-    ax.set_yticks(range(len(rates)), [f"{r:g}" for r in rates])
-    ax.set_xlabel("share of channels pruned")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, shrink=0.8)
-axes[0].set_ylabel("fine-tuning learning rate")
-fig.suptitle("GoodNet G(B, B'): mean over 2 clean folds")
-fig.tight_layout()
+axes = plot_cca_asr_heatmaps(search.cv_results_, rows="learning_rate", columns="prune_fraction")
+axes[0].figure.suptitle("GoodNet G(B, B'): mean over 2 clean folds")
+axes[0].figure.tight_layout()
 
 # %%
 # The chosen GoodNet on held-out data
