@@ -1,0 +1,412 @@
+"""FinePruner on the Fashion-MNIST BadNets: repair quality, sweep cost, fine-tuning speed.
+
+Usage: ``python benchmarks/bench_fine_pruning.py [--quick] [--attacks patch,blend]``
+
+1. Repair. For each BadNet (patch, blend, multi-target, pruning-aware; see
+   ``_fashion.py``) the defender holds a clean validation set drawn from the
+   Fashion-MNIST test split and is evaluated on the rest of it: CCA and ASR of the
+   BadNet, pruning only (``epochs=0``), fine-tuning only (``prune_fraction=0``) and
+   fine-pruning. Every FinePruner runs with its defaults (nothing tuned to one
+   attack); full runs add fine-pruning at two higher learning rates, to show the
+   trade-off behind the default. Goal: ASR <= 2% with a CCA drop <= 2 points.
+2. Sweep cost. The validation accuracy for every number of channels pruned from the
+   whole layer, as ``fit`` computes it, divided by one forward pass of the network over
+   the validation set (goal <= 2); beside it the naive sweep (prune one more channel of
+   a copy and re-run the whole network) and the masked sweep (the cached prefix, and
+   everything after it re-run per step: FinePruner's fallback for layers it cannot
+   update incrementally). Wall and CPU (process) time, cold (first call: graph
+   tracing included, as in every ``fit``) and warm. Also on the real CSAW DeepID
+   ``conv_3`` when ``../shared/csaw`` is present (synthetic inputs: only the speed
+   matters there).
+3. Fine-tuning throughput. Images per second of FinePruner's fine-tuning (inside
+   ``fit``) against a plain ``model.fit`` of the same network with the same optimiser,
+   loss, metric, batch size and epochs (goal >= 0.9), timed per epoch by a callback.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import _fashion  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CSAW_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "csaw" / "sunglasses_bd_weights.h5"
+GOAL_ASR, GOAL_CCA_DROP, GOAL_SWEEP_RATIO, GOAL_THROUGHPUT_RATIO = 0.02, 0.02, 2.0, 0.9
+BADNET_NAMES = {attack: f"Fashion-MNIST {attack}" for attack in _fashion.ATTACKS}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the quick BadNets (15,000 images, 2 epochs), no learning-rate rows, 1,000 CSAW inputs")
+    parser.add_argument("--attacks", default=",".join(_fashion.ATTACKS))
+    return parser.parse_args()
+
+
+def timed(function):
+    """``(result, wall seconds, CPU seconds of this process)``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+# ---------------------------------------------------------------------------- repair
+
+
+def repair(data, log, *, learning_rates=()):
+    from skbackdoor import FinePruner
+    from skbackdoor.metrics import attack_success_rate, clean_accuracy_score
+    from skbackdoor.models import predict_proba_batches
+
+    def scores(predict):
+        return {
+            "cca": float(clean_accuracy_score(data.y_test, predict(data.X_test))),
+            "asr": float(attack_success_rate(data.y_target, predict(data.X_poisoned))),
+        }
+
+    rows = {"BadNet": scores(lambda X: predict_proba_batches(data.model, X).argmax(axis=1))}
+    rows["BadNet"].update(seconds=0.0, n_pruned=0)
+    variants = {
+        "pruning only": {"epochs": 0},
+        "fine-tuning only": {"prune_fraction": 0.0},
+        "fine-pruning": {},
+    }
+    for learning_rate in learning_rates:
+        variants[f"fine-pruning, learning_rate={learning_rate:g} (not the default)"] = {"learning_rate": learning_rate}
+    for name, params in variants.items():
+        pruner = FinePruner(model=data.model, random_state=0, **params)
+        _, seconds, _ = timed(lambda: pruner.fit(data.X_val, data.y_val))
+        rows[name] = scores(pruner.predict)
+        rows[name].update(seconds=round(seconds, 2), n_pruned=int(len(pruner.pruned_channels_)))
+        rows[name]["n_channels"] = int(pruner.n_channels_)
+        log(f"  {name}: CCA {rows[name]['cca']:.2%}, ASR {rows[name]['asr']:.2%}, "
+            f"{len(pruner.pruned_channels_)}/{pruner.n_channels_} channels, {seconds:.1f} s")
+    return rows
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def _best(runs):
+    """Best wall and best CPU time of several ``timed`` runs (each taken on its own)."""
+    return {"wall": min(run[1] for run in runs), "cpu": min(run[2] for run in runs)}
+
+
+def sweep_timing(model, X, y, layer, *, naive, repeats, log):
+    """Cold and warm time of each sweep, and of one forward pass, over ``X``.
+
+    Cold runs use a fresh copy of the model (so a fresh sweep and fresh compiled
+    functions, as in every ``fit``); warm runs repeat the call on the same objects.
+    Each figure is the best of ``repeats`` runs, wall and CPU time taken separately.
+    """
+    from skbackdoor._fine_pruning import _naive_pruning_curve, _PruningSweep
+    from skbackdoor.models import copy_model, forward_batches
+
+    def forward_cold():
+        fresh = copy_model(model)
+        return timed(lambda: forward_batches(fresh, X))
+
+    forward_batches(model, X)
+    cold, warm = _best([forward_cold() for _ in range(repeats)]), _best(
+        [timed(lambda: forward_batches(model, X)) for _ in range(repeats)]
+    )
+    result = {
+        "n_images": int(len(X)),
+        "forward": {"cold_wall": cold["wall"], "cold_cpu": cold["cpu"], "warm_wall": warm["wall"], "warm_cpu": warm["cpu"]},
+    }
+    curves = {}
+    for name, incremental in (("cached (FinePruner)", True), ("masked (fallback)", False)):
+        cold_runs, warm_runs = [], []
+        for _ in range(repeats):
+            sweep = _PruningSweep(copy_model(model), layer, incremental=incremental)
+
+            def run():
+                cached, sums = sweep.cache(X)
+                return sweep.accuracy_curve(cached, y, np.argsort(sums, kind="stable"))
+
+            cold_runs.append(timed(run))
+            warm_runs.append(timed(run))
+        curves[name] = warm_runs[-1][0]
+        if incremental:
+            result["n_channels"] = sweep.n_channels
+            result["incremental_layers"] = None if sweep.frontier is None else [p.layer.name for p in sweep.frontier]
+        cold, warm = _best(cold_runs), _best(warm_runs)
+        result[name] = {"cold_wall": cold["wall"], "cold_cpu": cold["cpu"], "warm_wall": warm["wall"], "warm_cpu": warm["cpu"]}
+        log(f"  {name} sweep: cold {cold['wall']:.2f} s, warm {warm['wall']:.2f} s "
+            f"(forward pass {result['forward']['warm_wall']:.3f} s)")
+    if naive:
+        order = np.argsort(_PruningSweep(model, layer).cache(X)[1], kind="stable")
+        curve, wall, cpu = timed(lambda: _naive_pruning_curve(model, layer, X, y, order))
+        curves["naive"] = curve
+        result["naive (re-run everything)"] = {"cold_wall": wall, "cold_cpu": cpu, "warm_wall": None, "warm_cpu": None}
+        log(f"  naive sweep: {wall:.2f} s")
+    reference = curves["cached (FinePruner)"]
+    result["curves_identical"] = all(np.array_equal(reference, curve) for curve in curves.values())
+    return result
+
+
+# --------------------------------------------------------------------- fine-tuning
+
+
+class EpochTimer:
+    """Collect per-epoch wall times of every ``keras.Model.fit`` run inside ``patched()``."""
+
+    def __init__(self):
+        self.runs = []
+
+    @contextlib.contextmanager
+    def patched(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                timer.runs.append([])
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                timer.runs[-1].append(time.perf_counter() - self.start)
+
+        original = keras.Model.fit
+
+        def fit(model, *args, **kwargs):
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [Callback()]
+            return original(model, *args, **kwargs)
+
+        keras.Model.fit = fit
+        try:
+            yield
+        finally:
+            keras.Model.fit = original
+
+
+def throughput(data, *, epochs, repeats, log):
+    import keras
+
+    from skbackdoor import FinePruner
+    from skbackdoor.models import copy_model
+
+    X, y = data.X_val, data.y_val
+    defaults = FinePruner()
+    timer = EpochTimer()
+
+    def plain_fit():
+        model = copy_model(data.model)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=defaults.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+        model.fit(X, y, epochs=epochs, batch_size=defaults.batch_size, shuffle=True, verbose=0)
+
+    def fine_pruning_fit():
+        FinePruner(model=data.model, epochs=epochs, random_state=0).fit(X, y)
+
+    runs = {"plain model.fit": [], "FinePruner fine-tuning": []}
+    with timer.patched():
+        for _ in range(repeats):
+            for name, run in (("plain model.fit", plain_fit), ("FinePruner fine-tuning", fine_pruning_fit)):
+                run()
+                runs[name].append(timer.runs[-1])
+    result = {"n_images": int(len(X)), "epochs": epochs, "batch_size": defaults.batch_size}
+    for name, per_run in runs.items():
+        steady = max(len(X) * (epochs - 1) / sum(times[1:]) for times in per_run)
+        overall = max(len(X) * epochs / sum(times) for times in per_run)
+        result[name] = {"steady_img_per_s": steady, "all_epochs_img_per_s": overall}
+        log(f"  {name}: {steady:,.0f} img/s after the first epoch, {overall:,.0f} img/s over all epochs")
+    plain, tuned = result["plain model.fit"], result["FinePruner fine-tuning"]
+    result["ratio_steady"] = tuned["steady_img_per_s"] / plain["steady_img_per_s"]
+    result["ratio_all_epochs"] = tuned["all_epochs_img_per_s"] / plain["all_epochs_img_per_s"]
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def environment():
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "scikit-learn": sklearn.__version__, "numpy": np.__version__, "cpu_cores": cores,
+        "machine": platform.machine(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def comparison_rows(result):
+    rows = []
+    for attack, variants in result["repair"].items():
+        for name, row in variants.items():
+            if name == "BadNet":
+                continue
+            rows.append({
+                "badnet": BADNET_NAMES.get(attack, attack),
+                "defense": f"FinePruner, {name}" + ("" if "not the default" in name else " (defaults)"),
+                "cca": row["cca"], "asr": row["asr"], "frr": None, "far": None,
+                "seconds": row["seconds"], "throughput": None,
+                "note": f"{row['n_pruned']}/{row.get('n_channels', '?')} channels pruned",
+            })
+    return rows
+
+
+def _ratio(numerator, denominator):
+    return "-" if numerator is None or not denominator else f"{numerator / denominator:.2f}"
+
+
+def write_report(result, suffix):
+    from skbackdoor import FinePruner
+
+    defaults = FinePruner().get_params()
+    settings = ", ".join(
+        f"{key}={defaults[key]!r}"
+        for key in ("layer", "ranking", "prune_fraction", "max_accuracy_drop", "learning_rate", "epochs", "batch_size",
+                    "validation_fraction")
+    )
+    lines = [
+        "# FinePruner on Fashion-MNIST BadNets",
+        "",
+        f"Produced by `python benchmarks/bench_fine_pruning.py{' --quick' if suffix else ''}`"
+        f"{' (quick BadNets: 15,000 training images, 2 epochs)' if suffix else ''}. "
+        f"Defender's clean validation set: {result['n_val']} images from the Fashion-MNIST test split; "
+        f"evaluation on the other {result['n_test']} test images and their triggered copies (ASR over the "
+        "triggered images whose class is not the target). FinePruner defaults throughout: "
+        f"{settings}; `pruning only` sets epochs=0, `fine-tuning only` prune_fraction=0. "
+        f"Goal: ASR <= {GOAL_ASR:.0%} with a CCA drop <= {GOAL_CCA_DROP * 100:.0f} points.",
+        "",
+        "## Repair",
+        "",
+        "| BadNet | defense | CCA | ASR | channels pruned | fit time (s) | goal met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for attack, variants in result["repair"].items():
+        base = variants["BadNet"]["cca"]
+        for name, row in variants.items():
+            met = "-" if name == "BadNet" else (
+                "yes" if row["asr"] <= GOAL_ASR and base - row["cca"] <= GOAL_CCA_DROP else "no"
+            )
+            pruned = "-" if name == "BadNet" else f"{row['n_pruned']}/{row['n_channels']}"
+            lines.append(
+                f"| {attack} | {name} | {row['cca']:.2%} | {row['asr']:.2%} | {pruned} | {row['seconds']:.1f} | {met} |"
+            )
+    for title, sweep in result["sweeps"].items():
+        forward = sweep["forward"]
+        lines += [
+            "",
+            f"## Sweep cost: {title}",
+            "",
+            f"Validation accuracy for 0..{sweep['n_channels']} channels pruned over {sweep['n_images']} images, "
+            f"divided by one forward pass of the network over the same images (goal <= {GOAL_SWEEP_RATIO:g} "
+            "for the sweep FinePruner runs). Cold: the first call, graph tracing included (what one `fit` "
+            "pays); warm: the same call again. Each figure is the best of 3 runs (wall and CPU time "
+            "taken separately; CPU time counts every thread of the process). Layers updated incrementally: {sweep['incremental_layers']}. Curves "
+            f"of all methods identical: {'yes' if sweep['curves_identical'] else 'NO'}.",
+            "",
+            "| method | cold wall (s) | cold CPU (s) | warm wall (s) | warm CPU (s) | ratio warm wall | ratio warm CPU | ratio cold wall | ratio cold CPU |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name in ("forward", "cached (FinePruner)", "masked (fallback)", "naive (re-run everything)"):
+            if name not in sweep:
+                continue
+            row = sweep[name]
+            label = "one forward pass" if name == "forward" else name
+
+            def cell(value):
+                return "-" if value is None else f"{value:.3f}"
+
+            lines.append(
+                f"| {label} | {cell(row['cold_wall'])} | {cell(row['cold_cpu'])} | {cell(row['warm_wall'])} | "
+                f"{cell(row['warm_cpu'])} | {_ratio(row['warm_wall'], forward['warm_wall'])} | "
+                f"{_ratio(row['warm_cpu'], forward['warm_cpu'])} | {_ratio(row['cold_wall'], forward['cold_wall'])} | "
+                f"{_ratio(row['cold_cpu'], forward['cold_cpu'])} |"
+            )
+    tuning = result["throughput"]
+    plain, tuned = tuning["plain model.fit"], tuning["FinePruner fine-tuning"]
+    lines += [
+        "",
+        f"## Fine-tuning throughput ({result['throughput_badnet']} BadNet)",
+        "",
+        f"{tuning['n_images']} images, {tuning['epochs']} epochs, batch size {tuning['batch_size']}, Adam, "
+        "sparse categorical cross-entropy and an accuracy metric in both; FinePruner fine-tunes with its "
+        "pruned channels held at zero by a weight constraint. Best of the repeats; the first epoch includes "
+        f"graph tracing. Goal: ratio >= {GOAL_THROUGHPUT_RATIO:g}.",
+        "",
+        "| run | img/s after the first epoch | img/s over all epochs |",
+        "|---|---|---|",
+        f"| plain `model.fit` | {plain['steady_img_per_s']:,.0f} | {plain['all_epochs_img_per_s']:,.0f} |",
+        f"| FinePruner fine-tuning | {tuned['steady_img_per_s']:,.0f} | {tuned['all_epochs_img_per_s']:,.0f} |",
+        f"| ratio | {tuning['ratio_steady']:.2f} | {tuning['ratio_all_epochs']:.2f} |",
+        "",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items()),
+        f". Total run time {result['total_seconds']:.0f} s.",
+        "",
+    ]
+    result["comparison"] = comparison_rows(result)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"fine_pruning{suffix}.md").write_text("\n".join(lines))
+    (RESULTS / f"fine_pruning{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    print("\n".join(lines))
+
+
+def main():
+    args = parse_args()
+    start = time.perf_counter()
+
+    def log(message):
+        print(message, flush=True)
+
+    repeats = 3
+    result = {"repair": {}, "sweeps": {}}
+    for attack in args.attacks.split(","):
+        data = _fashion.badnet(attack, quick=args.quick, log=log)
+        result["n_val"], result["n_test"] = len(data.X_val), len(data.X_test)
+        log(f"{attack} BadNet")
+        # Full runs add a learning-rate sensitivity check: the trade-off behind the default.
+        result["repair"][attack] = repair(data, log, learning_rates=() if args.quick else (3e-3, 1e-2))
+
+    patch = _fashion.badnet("patch", quick=args.quick, log=log)
+    log("sweep cost, Fashion-MNIST patch BadNet, last convolution")
+    from skbackdoor.models import resolve_conv_layer
+
+    layer = resolve_conv_layer(patch.model).name
+    result["sweeps"][f"Fashion-MNIST patch BadNet, {layer}"] = sweep_timing(
+        patch.model, patch.X_val, patch.y_val, layer, naive=True, repeats=repeats, log=log
+    )
+    if CSAW_WEIGHTS.exists():
+        from skbackdoor.models import load_badnet, predict_proba_batches
+
+        log("sweep cost, CSAW DeepID conv_3 (real weights, synthetic inputs)")
+        csaw = load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
+        n = 1000 if args.quick else 3000
+        X = np.random.default_rng(0).integers(0, 256, size=(n, 55, 47, 3)).astype(np.float32)
+        y = predict_proba_batches(csaw, X).argmax(axis=1)
+        result["sweeps"]["CSAW-HackML DeepID (sunglasses BadNet), conv_3, synthetic inputs"] = sweep_timing(
+            csaw, X, y, "conv_3", naive=True, repeats=repeats, log=log
+        )
+    log("fine-tuning throughput")
+    result["throughput_badnet"] = "Fashion-MNIST patch"
+    result["throughput"] = throughput(patch, epochs=3 if args.quick else 5, repeats=3, log=log)
+    result["total_seconds"] = time.perf_counter() - start
+    result["environment"] = environment()
+    write_report(result, "_quick" if args.quick else "")
+
+
+if __name__ == "__main__":
+    main()
