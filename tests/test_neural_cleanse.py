@@ -91,8 +91,11 @@ def test_fitted_attributes(cleansed, patch_badnet):
     assert cleansed.screening_scores_ is None
     np.testing.assert_array_equal(cleansed.reference_labels_, np.arange(n_classes))
     assert list(cleansed.history_) == ["loss", "accuracy"]
-    assert len(cleansed.history_["loss"]) == FAST["epochs"]
+    assert len(cleansed.history_["loss"]) == FAST["epochs"] * cleansed.unlearning_rounds
     assert cleansed.unlearned_labels_.tolist() == [patch_badnet.target]
+    # The trigger found again after the first round of unlearning is larger.
+    assert cleansed.residual_mask_norms_.shape == (cleansed.unlearning_rounds - 1, 1)
+    assert cleansed.residual_mask_norms_[0, 0] > cleansed.mask_norms_[patch_badnet.target]
 
 
 # ---------------------------------------------------------------- repair
@@ -125,6 +128,13 @@ def test_apply_trigger(cleansed, patch_badnet):
         cleansed.apply_trigger(patch_badnet.X_test[:5], "0")
 
 
+def test_one_round_is_the_papers_unlearning(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model, unlearning_rounds=1, **TINY)
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.residual_mask_norms_.shape == (0, len(cleanse.unlearned_labels_))
+    assert len(cleanse.history_["loss"]) == 1
+
+
 def test_epochs_zero_keeps_the_model(patch_badnet):
     cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, epochs=0, random_state=0)
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
@@ -141,7 +151,7 @@ def test_unlearn_if_clean_uses_the_smallest_mask(clean_net):
     cleanse.fit(clean_net.X_val, clean_net.y_val)
     assert not cleanse.is_backdoored_
     assert cleanse.unlearned_labels_.tolist() == [int(np.nanargmin(cleanse.mask_norms_))]
-    assert len(cleanse.history_["loss"]) == 1
+    assert len(cleanse.history_["loss"]) == 2  # 1 epoch x 2 rounds
 
 
 # ---------------------------------------------------------------- search mechanics
