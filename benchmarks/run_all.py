@@ -486,7 +486,8 @@ def comparison_table(rows):
         "| BadNet | defense | CCA % | ASR % | FRR % | FAR % | time | benchmark |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for row in sorted(rows, key=lambda r: (r["badnet"], r["benchmark"])):
+    # Per BadNet: the undefended model first, then each benchmark's rows in its order.
+    for row in sorted(rows, key=lambda r: (r["badnet"], not r["defense"].startswith("none"), r["benchmark"])):
         lines.append(
             f"| {_cell(row['badnet'])} | {_cell(row['defense'])} | {_percent(row['cca'])} | "
             f"{_percent(row['asr'])} | {_percent(row['frr'])} | {_percent(row['far'])} | "
