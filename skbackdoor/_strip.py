@@ -10,6 +10,7 @@ stay confident (low entropy). :class:`STRIPDetector` turns this into a scikit-le
 outlier detector whose threshold is set from a chosen false rejection rate.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -73,7 +74,8 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     threshold : {"gaussian", "quantile"}, default="gaussian"
         How the ``frr`` quantile of the clean scores is estimated: from a normal
         distribution fitted to them (maximum likelihood; the paper's choice, which
-        extrapolates well below 1 % from a small pool) or empirically.
+        extrapolates below 1 % from a small pool but misses when the clean scores are
+        skewed: a warning is raised if it falls to 0 or below) or empirically.
     batch_size : int, default=1024
         Blended images per network call. Inputs are processed
         ``max(1, batch_size // n_overlays)`` at a time. It changes speed and memory,
@@ -211,6 +213,15 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         if self.threshold == "gaussian":
             mean, std = norm.fit(self.clean_scores_)
             self.offset_ = float(mean + norm.ppf(self.frr) * std)
+            if self.offset_ <= 0:
+                # Both statistics are >= 0: such a threshold can never flag anything.
+                warnings.warn(
+                    f"The Gaussian fit of the clean scores puts the threshold at "
+                    f"{self.offset_:.3g}, not above the lowest possible score (0): no input "
+                    "will ever be flagged. The clean scores are far from normal (skewed towards "
+                    "0); use threshold='quantile' or a larger frr.",
+                    UserWarning,
+                )
         else:
             self.offset_ = float(np.quantile(self.clean_scores_, self.frr))
         return self

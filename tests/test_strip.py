@@ -67,7 +67,7 @@ def test_entropy_is_in_bits_and_averaged_over_overlays():
 
 def test_scores_match_a_naive_per_input_loop(patch_badnet):
     detector = STRIPDetector(
-        patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, random_state=3, batch_size=16
+        patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, threshold="quantile", random_state=3, batch_size=16
     ).fit(patch_badnet.X_val[:60])
     X = np.concatenate([patch_badnet.X_test[:6], patch_badnet.X_poisoned[:4]])
     scores = detector.score_samples(X)
@@ -154,6 +154,20 @@ def test_offset_is_the_frr_quantile_of_clean_scores(patch_badnet, threshold):
     assert rejected == pytest.approx(0.2, abs=0.08)
     if threshold == "quantile":
         assert detector.offset_ == pytest.approx(np.quantile(detector.clean_scores_, 0.2))
+
+
+def test_gaussian_threshold_below_zero_warns(monkeypatch):
+    # Scores piled at 0 with a long tail: the Gaussian quantile falls below 0.
+    scores = np.r_[np.zeros(90), np.full(10, 2.0)]
+    detector = STRIPDetector(
+        keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]),
+        n_overlays=2, frr=0.01,
+    )
+    X = np.random.default_rng(0).uniform(0, 1, (100, 2, 2, 1))
+    monkeypatch.setattr(STRIPDetector, "_scores", lambda self, X, fingerprints: scores)
+    with pytest.warns(UserWarning, match="threshold='quantile'"):
+        detector.fit(X)
+    assert detector.offset_ < 0
 
 
 def test_same_seed_same_scores_and_batch_size_does_not_matter(patch_badnet):
@@ -303,7 +317,8 @@ def test_real_csaw_net_runs_vectorised(csaw_dir):
     model = load_badnet(csaw_dir / "sunglasses_bd_weights.h5", architecture="csaw-deepid", input_scale=1 / 255)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(40, 55, 47, 3), dtype=np.uint8)
-    detector = STRIPDetector(model, n_overlays=8, alpha=0.9, beta=0.5, random_state=0).fit(X[:30])
+    detector = STRIPDetector(model, n_overlays=8, alpha=0.9, beta=0.5, threshold="quantile", random_state=0)
+    detector.fit(X[:30])
     assert detector.n_classes_ == 1283
     scores = detector.score_samples(X[30:])
     assert scores.shape == (10,)
