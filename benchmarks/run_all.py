@@ -178,6 +178,14 @@ def _memory_gib():
     return None
 
 
+def _load_average():
+    """1-minute load average: other work on the machine slows every timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _git(*args):
     try:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
@@ -205,6 +213,7 @@ def environment(mode):
         "memory_gib": _memory_gib(),
         "platform": platform.platform(),
         "git_commit": None if commit is None else commit + (" (modified files)" if dirty else ""),
+        "load_average_at_start": _load_average(),
         "command": "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else ""),
     }
 
@@ -218,6 +227,8 @@ def environment_lines(env):
         f"- Platform: {env['platform']}, Python {env['python']}",
         f"- Packages: {packages}",
         f"- Commit: {env['git_commit'] or 'unknown'}",
+        f"- Load average (1 min) at start: {env.get('load_average_at_start')}"
+        + (f", at end: {env['load_average_at_end']}" if env.get("load_average_at_end") is not None else ""),
     ]
 
 
@@ -672,6 +683,7 @@ def main(argv=None):
             runs.append(run_script(name, scripts[name], quick=args.quick, timeout=args.timeout, log_dir=log_dir))
 
     rows, notes = collect(selected, suffix)
+    env["load_average_at_end"] = _load_average()
     write_reports(env, runs, rows, notes, suffix)
     print(f"wrote {RESULTS.relative_to(ROOT)}/summary{suffix}.md and comparison{suffix}.md")
     return 0 if all(run["status"] == "ok" for run in runs) else 1
