@@ -208,7 +208,7 @@ def memory_child(net, n_inputs, n_overlays, batch_size):
         X_train, _, X_test, _ = fashion_mnist()
         pool = X_test[:2000]
         X = np.resize(X_train, (n_inputs,) + X_train.shape[1:])
-    detector = STRIPDetector(model, n_overlays=n_overlays, batch_size=batch_size, random_state=SEED)
+    detector = STRIPDetector(model=model, n_overlays=n_overlays, batch_size=batch_size, random_state=SEED)
     detector.fit(pool)
     detector.score_samples(X[:batch_size])  # warm up
     before = _vm_kib("VmRSS")
@@ -258,7 +258,7 @@ def speed_section(name, model, pool, X, args, *, art_inputs, naive_inputs, log):
     from skbackdoor.models import forward_batches, model_n_classes, predict_proba_batches
 
     k, batch_size = args.n_overlays, args.batch_size
-    detector = STRIPDetector(model, n_overlays=k, batch_size=batch_size, random_state=SEED).fit(pool)
+    detector = STRIPDetector(model=model, n_overlays=k, batch_size=batch_size, random_state=SEED).fit(pool)
     low, high = detector.pixel_range_
     rows = np.arange(4 * batch_size)
     blends = np.clip(
@@ -352,7 +352,7 @@ def detection_section(trigger_name, model, data, args, log, *, art_subset=None):
     log(f"[fmnist-{trigger_name}] BadNet CCA {cca:.3f}, ASR {asr:.3f}")
     rows, scores = [], {}
     for statistic, alpha, beta, n_overlays in detection_settings(trigger_name, args.n_overlays):
-        detector = STRIPDetector(model, n_overlays=n_overlays, alpha=alpha, beta=beta, frr=0.01,
+        detector = STRIPDetector(model=model, n_overlays=n_overlays, alpha=alpha, beta=beta, frr=0.01,
                                  statistic=statistic, random_state=SEED, batch_size=args.batch_size)
         detector.fit(X_pool)
         clean = detector.score_samples(X_clean)
@@ -394,7 +394,7 @@ def detection_section(trigger_name, model, data, args, log, *, art_subset=None):
             art["error"] = None
         except Exception as exc:
             art["error"] = f"{type(exc).__name__}: {exc}"
-        ours = STRIPDetector(model, n_overlays=args.n_overlays, frr=args.frr, random_state=SEED)
+        ours = STRIPDetector(model=model, n_overlays=args.n_overlays, frr=args.frr, random_state=SEED)
         ours.fit(X_pool[: args.art_pool])
         art["ours_frr"] = float(np.mean(ours.predict(clean_sub) == -1))
         art["ours_far"] = float(np.mean(ours.predict(poisoned_sub) == 1))

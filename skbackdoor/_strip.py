@@ -149,8 +149,8 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
 
     def __init__(
         self,
-        model=None,
         *,
+        model=None,
         n_overlays=10,
         frr=0.01,
         alpha=1.0,

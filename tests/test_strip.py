@@ -25,7 +25,7 @@ from skbackdoor._strip import STRIPDetector, _draw_overlays, _superimpose
 
 @pytest.fixture(scope="module")
 def fitted(patch_badnet):
-    return STRIPDetector(patch_badnet.model, n_overlays=16, frr=0.05, random_state=0).fit(patch_badnet.X_val)
+    return STRIPDetector(model=patch_badnet.model, n_overlays=16, frr=0.05, random_state=0).fit(patch_badnet.X_val)
 
 
 def _successful_poisoned(patch_badnet):
@@ -40,7 +40,7 @@ def _successful_poisoned(patch_badnet):
 @pytest.mark.parametrize("statistic", ["entropy", "agreement"])
 def test_poisoned_inputs_score_lower_than_clean(patch_badnet, statistic):
     detector = STRIPDetector(
-        patch_badnet.model, n_overlays=16, frr=0.05, threshold="quantile", statistic=statistic, random_state=0
+        model=patch_badnet.model, n_overlays=16, frr=0.05, threshold="quantile", statistic=statistic, random_state=0
     ).fit(patch_badnet.X_val)
     clean = detector.score_samples(patch_badnet.X_test)
     poisoned = detector.score_samples(_successful_poisoned(patch_badnet))
@@ -60,14 +60,14 @@ def test_entropy_is_in_bits_and_averaged_over_overlays():
         [keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(8, activation="softmax", kernel_initializer="zeros")]
     )
     X = np.random.default_rng(0).uniform(0, 1, (12, 4, 4, 1))
-    detector = STRIPDetector(model, n_overlays=3, random_state=0).fit(X)
+    detector = STRIPDetector(model=model, n_overlays=3, random_state=0).fit(X)
     np.testing.assert_allclose(detector.score_samples(X), 3.0, rtol=1e-6)
     np.testing.assert_allclose(detector.clean_scores_, 3.0, rtol=1e-6)
 
 
 def test_scores_match_a_naive_per_input_loop(patch_badnet):
     detector = STRIPDetector(
-        patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, threshold="quantile", random_state=3, batch_size=16
+        model=patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, threshold="quantile", random_state=3, batch_size=16
     ).fit(patch_badnet.X_val[:60])
     X = np.concatenate([patch_badnet.X_test[:6], patch_badnet.X_poisoned[:4]])
     scores = detector.score_samples(X)
@@ -113,8 +113,8 @@ def test_fit_never_blends_a_pool_image_with_itself():
     model = keras.Sequential(
         [keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")]
     )
-    first = STRIPDetector(model, n_overlays=9, random_state=0).fit(X)
-    second = STRIPDetector(model, n_overlays=9, random_state=123).fit(X)
+    first = STRIPDetector(model=model, n_overlays=9, random_state=0).fit(X)
+    second = STRIPDetector(model=model, n_overlays=9, random_state=123).fit(X)
     np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-6)
     # The same rule holds at predict time for inputs equal to pool images.
     np.testing.assert_allclose(second.score_samples(X[::-1]), first.clean_scores_[::-1], rtol=1e-6)
@@ -131,7 +131,7 @@ def test_predict_decision_function_and_fit_predict_agree(patch_badnet, fitted):
     assert set(np.unique(labels)) <= {-1, 1}
     np.testing.assert_array_equal(labels == -1, decision < 0)
 
-    detector = STRIPDetector(patch_badnet.model, n_overlays=8, frr=0.1, random_state=0)
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=8, frr=0.1, random_state=0)
     np.testing.assert_array_equal(detector.fit_predict(patch_badnet.X_val), clone(detector).fit(patch_badnet.X_val).predict(patch_badnet.X_val))
     assert 0 < np.mean(detector.fit_predict(patch_badnet.X_val) == -1) < 0.25
 
@@ -148,7 +148,7 @@ def test_score_is_accuracy_against_plus_minus_one(patch_badnet, fitted):
 
 @pytest.mark.parametrize("threshold", ["gaussian", "quantile"])
 def test_offset_is_the_frr_quantile_of_clean_scores(patch_badnet, threshold):
-    detector = STRIPDetector(patch_badnet.model, n_overlays=8, frr=0.2, threshold=threshold, random_state=0)
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=8, frr=0.2, threshold=threshold, random_state=0)
     detector.fit(patch_badnet.X_val)
     rejected = np.mean(detector.clean_scores_ < detector.offset_)
     assert rejected == pytest.approx(0.2, abs=0.08)
@@ -160,7 +160,7 @@ def test_gaussian_threshold_below_zero_warns(monkeypatch):
     # Scores piled at 0 with a long tail: the Gaussian quantile falls below 0.
     scores = np.r_[np.zeros(90), np.full(10, 2.0)]
     detector = STRIPDetector(
-        keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]),
+        model=keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]),
         n_overlays=2, frr=0.01,
     )
     X = np.random.default_rng(0).uniform(0, 1, (100, 2, 2, 1))
@@ -172,13 +172,13 @@ def test_gaussian_threshold_below_zero_warns(monkeypatch):
 
 def test_same_seed_same_scores_and_batch_size_does_not_matter(patch_badnet):
     X = np.concatenate([patch_badnet.X_test[:40], patch_badnet.X_poisoned[:20]])
-    first = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=5).fit(patch_badnet.X_val)
-    second = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=5, batch_size=10).fit(patch_badnet.X_val)
+    first = STRIPDetector(model=patch_badnet.model, n_overlays=7, random_state=5).fit(patch_badnet.X_val)
+    second = STRIPDetector(model=patch_badnet.model, n_overlays=7, random_state=5, batch_size=10).fit(patch_badnet.X_val)
     np.testing.assert_allclose(first.score_samples(X), second.score_samples(X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-5, atol=1e-6)
     assert first.offset_ == pytest.approx(second.offset_, rel=1e-5)
     np.testing.assert_array_equal(first.score_samples(X), first.score_samples(X))
-    other = STRIPDetector(patch_badnet.model, n_overlays=7, random_state=6).fit(patch_badnet.X_val)
+    other = STRIPDetector(model=patch_badnet.model, n_overlays=7, random_state=6).fit(patch_badnet.X_val)
     assert not np.allclose(first.score_samples(X), other.score_samples(X))
 
 
@@ -198,7 +198,7 @@ def test_grid_search_over_frr(patch_badnet):
     from skbackdoor.metrics import best_far_under_frr, detection_scoring
 
     search = GridSearchCV(
-        STRIPDetector(patch_badnet.model, n_overlays=8, threshold="quantile", random_state=0),
+        STRIPDetector(model=patch_badnet.model, n_overlays=8, threshold="quantile", random_state=0),
         {"frr": [0.02, 0.1, 0.3]},
         scoring=detection_scoring(_successful_poisoned(patch_badnet)[:60]),
         refit=best_far_under_frr(max_frr=0.15),
@@ -226,7 +226,7 @@ def test_the_users_model_is_unchanged(patch_badnet):
     model = patch_badnet.model
     before = [w.copy() for w in model.get_weights()]
     config = model.get_config()
-    detector = STRIPDetector(model, n_overlays=4, random_state=0).fit(patch_badnet.X_val[:50])
+    detector = STRIPDetector(model=model, n_overlays=4, random_state=0).fit(patch_badnet.X_val[:50])
     detector.predict(patch_badnet.X_poisoned[:10])
     assert detector.model_ is model
     assert model.get_config() == config
@@ -236,13 +236,13 @@ def test_the_users_model_is_unchanged(patch_badnet):
 
 def test_fit_copies_the_pool(patch_badnet):
     X = patch_badnet.X_val[:40].copy()
-    detector = STRIPDetector(patch_badnet.model, n_overlays=4, random_state=0).fit(X)
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=4, random_state=0).fit(X)
     X[:] = 0
     assert detector.pool_.any()
 
 
 def test_verbose_shows_progress(patch_badnet, capsys):
-    STRIPDetector(patch_badnet.model, n_overlays=4, random_state=0, verbose=1).fit(patch_badnet.X_val[:40])
+    STRIPDetector(model=patch_badnet.model, n_overlays=4, random_state=0, verbose=1).fit(patch_badnet.X_val[:40])
     assert "STRIP" in capsys.readouterr().err
 
 
@@ -250,7 +250,7 @@ def test_verbose_shows_progress(patch_badnet, capsys):
 
 
 def test_unfitted_use_raises(patch_badnet):
-    detector = STRIPDetector(patch_badnet.model)
+    detector = STRIPDetector(model=patch_badnet.model)
     for method in (detector.score_samples, detector.decision_function, detector.predict):
         with pytest.raises(NotFittedError):
             method(patch_badnet.X_test[:3])
@@ -274,7 +274,7 @@ def test_unfitted_use_raises(patch_badnet):
 )
 def test_invalid_parameters(patch_badnet, params, match):
     with pytest.raises(ValueError, match=match):
-        STRIPDetector(patch_badnet.model, **params).fit(patch_badnet.X_val[:40])
+        STRIPDetector(model=patch_badnet.model, **params).fit(patch_badnet.X_val[:40])
 
 
 def test_model_is_required(patch_badnet):
@@ -295,14 +295,14 @@ def test_bad_images_are_refused(patch_badnet, fitted):
     with pytest.raises(ValueError, match="empty"):
         fitted.score_samples(X[:0])
     with pytest.raises(ValueError, match="empty"):
-        STRIPDetector(patch_badnet.model).fit(X[:0])
+        STRIPDetector(model=patch_badnet.model).fit(X[:0])
     bad = X.copy()
     bad[1, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         fitted.predict(bad)
     bad[1, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinity"):
-        STRIPDetector(patch_badnet.model, n_overlays=2).fit(bad)
+        STRIPDetector(model=patch_badnet.model, n_overlays=2).fit(bad)
     with pytest.raises(ValueError, match="pixel values"):
         fitted.predict(X * 16)
 
@@ -317,7 +317,7 @@ def test_real_csaw_net_runs_vectorised(csaw_dir):
     model = load_badnet(csaw_dir / "sunglasses_bd_weights.h5", architecture="csaw-deepid", input_scale=1 / 255)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(40, 55, 47, 3), dtype=np.uint8)
-    detector = STRIPDetector(model, n_overlays=8, alpha=0.9, beta=0.5, threshold="quantile", random_state=0)
+    detector = STRIPDetector(model=model, n_overlays=8, alpha=0.9, beta=0.5, threshold="quantile", random_state=0)
     detector.fit(X[:30])
     assert detector.n_classes_ == 1283
     scores = detector.score_samples(X[30:])
