@@ -6,9 +6,12 @@ import keras
 from sklearn.base import clone
 
 from ._validation import check_images, check_pixel_range, pixel_range
-from .models import load_badnet, model_from_bytes, model_input_shape, model_to_bytes
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BadNetEstimatorMixin", "progress_bar"]
+from .models import load_badnet, model_from_bytes, model_input_shape, model_to_bytes, predict_proba_batches
+
+__all__ = ["BadNetEstimatorMixin", "RepairedModelPredictMixin", "progress_bar"]
 
 _SERIALISED_MODEL = "__skbackdoor_keras_model__"
 
@@ -74,6 +77,41 @@ class BadNetEstimatorMixin:
         else:
             check_pixel_range(X, self.pixel_range_, name=name)
         return X
+
+
+class RepairedModelPredictMixin:
+    """``predict_proba``/``predict`` of a repair estimator, from its Keras ``model_``."""
+
+    def predict_proba(self, X):
+        """Class probabilities of the repaired network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Images scaled like the fit data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes_)
+        """
+        check_is_fitted(self)
+        X = self._validate_images(X, self.model_, reset=False)
+        return predict_proba_batches(self.model_, X)
+
+    def predict(self, X):
+        """Classes predicted by the repaired network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Images scaled like the fit data.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 @contextlib.contextmanager

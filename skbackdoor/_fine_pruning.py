@@ -30,7 +30,7 @@ from sklearn.utils import check_random_state  # noqa: E402
 from sklearn.utils._param_validation import Interval, StrOptions  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from ._base import BadNetEstimatorMixin, progress_bar  # noqa: E402
+from ._base import BadNetEstimatorMixin, RepairedModelPredictMixin, progress_bar  # noqa: E402
 from ._validation import check_labels  # noqa: E402
 from .models import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
@@ -48,7 +48,7 @@ from .models import (  # noqa: E402
 __all__ = ["FinePruner"]
 
 
-class FinePruner(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FinePruner(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Repair a backdoored Keras classifier by Fine-Pruning (Liu et al., RAID 2018).
 
     ``fit`` ranks the output channels of one convolution on clean data, prunes them in
@@ -360,38 +360,6 @@ class FinePruner(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
             verbose=int(self.verbose),
         )
         return {key: [float(value) for value in values] for key, values in history.history.items()}
-
-    def predict_proba(self, X):
-        """Class probabilities of the fine-pruned network.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Images scaled like the fit data.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes_)
-        """
-        check_is_fitted(self)
-        X = self._validate_images(X, self.model_, reset=False)
-        return predict_proba_batches(self.model_, X)
-
-    def predict(self, X):
-        """Classes predicted by the fine-pruned network.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Images scaled like the fit data.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-        """
-        check_is_fitted(self)
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def pruning_sweep(self, X, y):
         """Accuracy of the BadNet pruned in ``pruning_order_``, before fine-tuning.

@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state  # noqa: E402
 from sklearn.utils._param_validation import Interval, StrOptions  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from ._base import BadNetEstimatorMixin, progress_bar  # noqa: E402
+from ._base import BadNetEstimatorMixin, RepairedModelPredictMixin, progress_bar  # noqa: E402
 from ._validation import check_labels  # noqa: E402
 from .models import (  # noqa: E402
     copy_model,
@@ -67,7 +67,7 @@ N_EVALUATION_IMAGES = 512
 AUTO_SCREENING_MIN_LABELS = 64
 
 
-class NeuralCleanse(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
+class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Detect and repair a backdoored Keras classifier with Neural Cleanse (Wang et al., 2019).
 
     ``fit`` reverse-engineers, for every candidate label, the smallest trigger (a mask
@@ -520,37 +520,6 @@ class NeuralCleanse(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         return model, history, labels, residual_norms
 
     # ---------------------------------------------------------------- predicting
-
-    def predict_proba(self, X):
-        """Class probabilities of the repaired network.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Images scaled like the fit data.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes_)
-        """
-        check_is_fitted(self)
-        X = self._validate_images(X, self.model_, reset=False)
-        return predict_proba_batches(self.model_, X)
-
-    def predict(self, X):
-        """Classes predicted by the repaired network.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Images scaled like the fit data.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-        """
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def apply_trigger(self, X, label):
         """Stamp the reversed trigger of ``label`` on images: ``(1 - m) x + m p``.
