@@ -398,7 +398,8 @@ def write_report(result, suffix):
             if name == "NeuralCleanse":
                 detail = (f" (scan {row['scan_seconds']:.1f} s + unlearning {row['unlearning_seconds']:.1f} s, of "
                           f"which residual search {row['residual_search_seconds']:.1f} s; unlearned "
-                          f"{row['unlearned'] or 'none'}, residual trigger norms {row['residual_mask_norms']})")
+                          f"{row['unlearned'] or 'none'}, residual trigger norms "
+                          f"{[[round(v, 1) for v in norms] for norms in row['residual_mask_norms']]})")
             lines.append(f"| {attack} | {name}{detail} | {_pct(row['cca'])} | {_pct(row['asr'])} | {drop} | "
                          f"{seconds} | {met} |")
     csaw = result.get("csaw")
@@ -436,7 +437,7 @@ def write_report(result, suffix):
         ]
         cores = csaw.get("cpu_cores", 2)
         lines.append(
-            f"| with screening, CPU time of the process / {cores} cores (what {cores} cores of its own would take) | "
+            f"| with screening, CPU time of the process / {cores} (a lower bound for {cores} cores of its own) | "
             f"{csaw['extrapolated_with_screening_cpu_s'] / cores / 60:.1f} min | extrapolated from CPU time |"
         )
         measured = csaw.get("measured_with_screening")
@@ -448,7 +449,7 @@ def write_report(result, suffix):
             )
             if "cpu_seconds" in measured:
                 lines.append(
-                    f"| the same, CPU time of the process / {cores} cores | "
+                    f"| the same, CPU time of the process / {cores} (lower bound) | "
                     f"{measured['cpu_seconds'] / cores / 60:.1f} min | measured |"
                 )
             lines += [
@@ -465,7 +466,8 @@ def write_report(result, suffix):
             f"{'met' if goal_time <= GOAL_CSAW_MINUTES * 60 else 'not met'} in wall time "
             f"({'measured' if measured else 'extrapolated'}) on this machine, whose 2 cores other jobs shared "
             f"(load average {result['environment']['load_average_1min_at_end']} at the end of the run); the "
-            "CPU-time rows estimate 2 cores of its own.",
+            "CPU-time rows divide the process's CPU time by the 2 cores: a lower bound for 2 cores of its own, "
+            "since the full search kept about one core busy (CPU time close to wall time) even here.",
         ]
     lines += [
         "",
