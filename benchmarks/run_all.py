@@ -17,8 +17,8 @@ then writes, next to them:
   published numbers of BackdoorBench, the CSAW-HackML-2020 reports and the STRIP paper,
   with the differences of setting spelled out.
 
-``--collect-only`` skips running and rebuilds the summary and comparison from the JSON
-files already in ``benchmarks/results``. Logs of each script go to
+``--collect-only`` skips running and rebuilds the comparison from the JSON files already
+in ``benchmarks/results`` (the summary of the last real run is kept). Logs of each script go to
 ``benchmarks/results/logs/``. Seeds are fixed inside each script; this runner adds
 ``PYTHONHASHSEED=0``.
 """
@@ -372,9 +372,13 @@ def _strip_rows(data, source):
                 continue
             target = record.get("target_frr")
             target_text = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
+            overlays = record.get("n_overlays", data.get("n_overlays"))
+            # The speed section is timed at the script's default number of overlays.
+            timed = overlays == data.get("n_overlays")
             rows.append(comparison_row(
-                source, {"frr": record.get("frr"), "far": record.get("far"), "throughput": throughput},
-                defense=f"STRIPDetector (target FRR {target_text})", badnet=badnet,
+                source, {"frr": record.get("frr"), "far": record.get("far"),
+                         "throughput": throughput if timed else None},
+                defense=f"STRIPDetector ({overlays} overlays, target FRR {target_text})", badnet=badnet,
                 note="detector: the BadNet's own CCA / ASR are unchanged for inputs it passes",
             ))
     return [row for row in rows if row is not None]
@@ -469,7 +473,20 @@ def collect(names, suffix):
         if not found:
             notes.append(f"`{name}`: {json_path.name} holds no defense/BadNet rows with CCA, ASR, FRR or FAR; see its own report.")
         rows.extend(found)
-    return rows, notes
+    return _without_repeated_badnet_rows(rows), notes
+
+
+def _without_repeated_badnet_rows(rows):
+    """One undefended row per BadNet when several scripts measured the same numbers."""
+    kept, seen = [], set()
+    for row in rows:
+        if row["defense"].startswith("none"):
+            key = (row["badnet"], row["cca"], row["asr"])
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(row)
+    return kept
 
 
 # --------------------------------------------------------------------------- writing
@@ -575,10 +592,15 @@ def plot_comparison(rows, path):
     return path.name
 
 
-def write_reports(env, runs, rows, notes, suffix):
+def write_reports(env, runs, rows, notes, suffix, *, write_summary=True):
     RESULTS.mkdir(parents=True, exist_ok=True)
     total = sum(run["seconds"] for run in runs if run.get("seconds") is not None)
+    if write_summary:
+        _write_summary(env, runs, total, suffix)
+    _write_comparison(env, rows, notes, suffix)
 
+
+def _write_summary(env, runs, total, suffix):
     summary = ["# Benchmark summary", ""] + environment_lines(env) + [""]
     if runs:
         summary += [
@@ -608,6 +630,8 @@ def write_reports(env, runs, rows, notes, suffix):
         encoding="utf-8",
     )
 
+
+def _write_comparison(env, rows, notes, suffix):
     figure = plot_comparison(rows, RESULTS / f"comparison{suffix}.png")
     comparison = ["# Defenses compared", ""] + environment_lines(env) + [
         "",
@@ -684,8 +708,11 @@ def main(argv=None):
 
     rows, notes = collect(selected, suffix)
     env["load_average_at_end"] = _load_average()
-    write_reports(env, runs, rows, notes, suffix)
-    print(f"wrote {RESULTS.relative_to(ROOT)}/summary{suffix}.md and comparison{suffix}.md")
+    # --collect-only keeps the summary of the last real run (its timings and statuses).
+    summary_exists = (RESULTS / f"summary{suffix}.md").is_file()
+    write_reports(env, runs, rows, notes, suffix, write_summary=not (args.collect_only and summary_exists))
+    written = f"comparison{suffix}.md" if args.collect_only and summary_exists else f"summary{suffix}.md and comparison{suffix}.md"
+    print(f"wrote {RESULTS.relative_to(ROOT)}/{written}")
     return 0 if all(run["status"] == "ok" for run in runs) else 1
 
 
