@@ -19,12 +19,11 @@ compiled function.
 """
 
 import numbers
-import os
 import warnings
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context  # noqa: E402

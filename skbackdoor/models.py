@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 

@@ -1,12 +1,11 @@
 """Train a BadNet: a small CNN fitted on a poisoned training set."""
 
 import numbers
-import os
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from .. import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 
