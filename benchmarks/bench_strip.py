@@ -602,14 +602,14 @@ def write_report(results, suffix):
             "## Sequential STRIP (`sequential=True`, the default) vs the full computation",
             "",
             "Same detector, same random_state, fitted on the same pool; speeds on a stream of "
-            "clean held-out inputs (the digits test set, 397 images, repeated to 4,096), "
-            "interleaved (ratio: median of the per-pair ratios). Blends: images sent "
+            "clean held-out inputs (column 'timed': how many, and how many distinct; the digits "
+            "test set has 397), interleaved (ratio: median of the per-pair ratios). Blends: images sent "
             "through the network per input (the full computation sends n_overlays).",
             "",
-            "| net | overlays (max) | pool | target FRR | inputs/s full | inputs/s sequential | ratio | "
+            "| net | overlays (max) | pool | target FRR | timed (distinct) | inputs/s full | inputs/s sequential | ratio | "
             "blends per clean input | blends per poisoned input | achieved FRR on held-out clean data "
             "full / sequential | FAR full / sequential |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in results["sequential"]:
             poisoned = (f"{row['sequential_blends_per_poisoned_input']:.2f}"
@@ -618,7 +618,7 @@ def write_report(results, suffix):
                    else "n/a (no poisoned inputs)")
             lines.append(
                 f"| {row['net']} | {row['n_overlays']} | {row['pool']:,} | {row['target_frr']:.0%} | "
-                f"{row['full_inputs_per_s']:,.0f} | {row['sequential_inputs_per_s']:,.0f} | "
+                f"{row['timing_inputs']:,} ({row['distinct_timing_inputs']:,}) | {row['full_inputs_per_s']:,.0f} | {row['sequential_inputs_per_s']:,.0f} | "
                 f"{row['speed_ratio']:.2f} | {row['sequential_blends_per_clean_input']:.2f} | {poisoned} | "
                 f"{row['full_frr']:.2%} / {row['sequential_frr']:.2%} | {far} |"
             )
@@ -801,6 +801,9 @@ def main():
         "The agreement statistic is discrete (n_overlays + 1 values): when more than the target "
         "share of clean inputs sit on the lowest value, no threshold can reject exactly that share "
         "and nothing below it is flagged (FAR 100 %).",
+        "The speed table runs STRIPDetector with its defaults, sequential=True: a ratio above 1 "
+        "to the fixed-overlay limit comes from inputs that stop early (the same net, input "
+        "and pool with sequential=False is in the sequential table).",
         "Sequential rows: FRR and FAR are measured on the whole held-out clean and triggered "
         "(backdoor fires) test sets; on the CSAW net the 'clean' inputs are random images, "
         "as is its pool, so only its speed and the FRR agreement mean anything.",
