@@ -345,7 +345,9 @@ def load_images(paths, *, mode="RGB", expected_shape=None):
 
     Images are never resized: every image must have the same size, which the model's
     input fixes. Pixel values are returned raw (0-255); scaling is the model's business
-    (see :func:`skbackdoor.models.load_badnet`).
+    (see :func:`skbackdoor.models.load_badnet`). 16-bit grayscale PNGs are scaled to
+    8 bits (``round(value / 257)``, so 65535 becomes 255), as Pillow already does for
+    16-bit colour PNGs; 32-bit integer and floating-point images are refused.
 
     Parameters
     ----------
@@ -369,8 +371,9 @@ def load_images(paths, *, mode="RGB", expected_shape=None):
     FileNotFoundError
         If a file does not exist.
     ValueError
-        If a file is not an image Pillow can read, or an image has a size different
-        from ``expected_shape`` or from the first image; the message names the file.
+        If a file is not an image Pillow can read, is a 32-bit integer or floating-point
+        image, or has a size different from ``expected_shape`` or from the first image;
+        the message names the file.
 
     Examples
     --------
@@ -441,6 +444,7 @@ def _read_image(path, mode):
         )
     try:
         with Image.open(path) as image:
+            image = _to_8_bit(image, path)
             pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     except UnidentifiedImageError as exc:
         raise ValueError(f"{path} is not an image file Pillow can read.") from exc
@@ -449,3 +453,26 @@ def _read_image(path, mode):
     if pixels.ndim == 2:
         pixels = pixels[..., np.newaxis]
     return pixels
+
+
+# 65535 / 255: maps the 16-bit range onto the 8-bit one exactly (0 -> 0, 65535 -> 255).
+_16_TO_8_BIT = 257
+
+
+def _to_8_bit(image, path):
+    """Bring a 16-bit grayscale image to 8 bits; refuse 32-bit integer and float images.
+
+    Pillow reads 16-bit RGB(A) PNGs as 8-bit images, but 16-bit grayscale ones as mode
+    ``"I;16"`` (or ``"I"``), which ``convert("L")`` would clip to 255 instead of scaling.
+    """
+    is_16_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if is_16_bit:
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.round(values / _16_TO_8_BIT).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise ValueError(
+            f"{path} is a {kind} image (Pillow mode {image.mode!r}); its values have no fixed "
+            "range to map onto 0-255. Save it as an 8-bit (or 16-bit PNG) image."
+        )
+    return image
