@@ -213,24 +213,7 @@ class FinePruner(BaseRepair):
         model = copy_model(badnet)
         self.layer_ = conv.name
         self.n_channels_ = int(conv.filters)
-
-        sweep = _PruningSweep(model, self.layer_)
-        with progress_bar(len(X), verbose=self.verbose, desc=f"activations of {self.layer_}") as update:
-            cache, _ = sweep.cache(X, progress=update)
-        self.channel_activations_ = cache.channel_means
-        if self.ranking == "activation":
-            scores = self.channel_activations_
-        else:
-            scores = _kernel_l1_norms(model.get_layer(self.layer_))
-        self.pruning_order_ = np.argsort(scores, kind="stable")
-        accuracy = sweep.accuracy_curve(cache, y, self.pruning_order_, rows=holdout_rows, verbose=self.verbose)
-        del cache
-        n_steps = np.arange(self.n_channels_ + 1)
-        self.pruning_curve_ = {
-            "n_pruned": n_steps,
-            "fraction": n_steps / self.n_channels_,
-            "accuracy": accuracy,
-        }
+        accuracy = self._rank_and_sweep(model, X, y, holdout_rows)
         n_pruned = self._n_to_prune(accuracy)
         self.pruned_channels_ = self.pruning_order_[:n_pruned].copy()
         prune_channels(model, self.layer_, self.pruned_channels_)
@@ -250,6 +233,26 @@ class FinePruner(BaseRepair):
             verbose=self.verbose,
         )
         return model
+
+    def _rank_and_sweep(self, model, X, y, holdout_rows):
+        """Set the channel ranking and the pruning curve (on ``holdout_rows``); return its accuracies."""
+        sweep = _PruningSweep(model, self.layer_)
+        with progress_bar(len(X), verbose=self.verbose, desc=f"activations of {self.layer_}") as update:
+            cache, _ = sweep.cache(X, progress=update)
+        self.channel_activations_ = cache.channel_means
+        if self.ranking == "activation":
+            scores = self.channel_activations_
+        else:
+            scores = _kernel_l1_norms(model.get_layer(self.layer_))
+        self.pruning_order_ = np.argsort(scores, kind="stable")
+        accuracy = sweep.accuracy_curve(cache, y, self.pruning_order_, rows=holdout_rows, verbose=self.verbose)
+        n_steps = np.arange(self.n_channels_ + 1)
+        self.pruning_curve_ = {
+            "n_pruned": n_steps,
+            "fraction": n_steps / self.n_channels_,
+            "accuracy": accuracy,
+        }
+        return accuracy
 
     def _split(self, y, rng):
         """Rows used for fine-tuning and, with ``validation_fraction``, the held-out rows."""

@@ -17,6 +17,13 @@ Layout
 - :class:`FineTuning`: compiles the model once and runs epochs on the data it is
   given, accumulating the history.
 - :func:`fine_tune`: one session over one data set, the usual call.
+- :func:`classification_loss`: the loss, chosen from what the model outputs.
+
+A recipe that needs more than the optimiser can act through ``prepare``: re-initialise
+or freeze layers, attach a regulariser (e.g. a penalty towards the original weights),
+or give the model its own ``train_step`` (e.g. sharpness-aware minimisation).
+Augmentation that changes every epoch can run one epoch per :meth:`FineTuning.run`
+on freshly drawn data, as the unlearning of Neural Cleanse does.
 
 The loss is the sparse categorical cross-entropy, its ``from_logits`` decided once,
 here, from whether the model ends in a softmax
@@ -41,7 +48,7 @@ import keras  # noqa: E402
 
 from .models import ChannelMask, outputs_are_probabilities  # noqa: E402
 
-__all__ = ["FineTuning", "Recipe", "fine_tune", "plain_recipe"]
+__all__ = ["FineTuning", "Recipe", "classification_loss", "fine_tune", "plain_recipe"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -317,25 +317,7 @@ class NeuralCleanse(BaseRepair):
 
     def _repair(self, badnet, X, y, *, rng, seed):
         """Scan the labels for a backdoor, then unlearn the reversed triggers found."""
-        labels = self._candidate_labels(self.n_classes_)
-        self.screening_scores_ = None
-        if self._screens(len(labels)):
-            screened = self._trigger_search(badnet, X, seed=seed, screening=True).run(
-                labels, self.screening_steps, desc="screening"
-            )
-            scores = np.where(screened.found, screened.norms, np.inf)
-            order = np.lexsort((screened.cross_entropy, scores))
-            self.candidates_ = np.sort(labels[order[: self.n_candidates]])
-            self.screening_scores_ = np.full(self.n_classes_, np.nan)
-            self.screening_scores_[labels] = scores
-            reference_rng = np.random.default_rng([seed, 1])
-            self.reference_labels_ = np.sort(
-                reference_rng.choice(labels, size=self.n_candidates, replace=False)
-            )
-            self.scanned_labels_ = np.union1d(self.candidates_, self.reference_labels_)
-        else:
-            self.candidates_ = self.reference_labels_ = self.scanned_labels_ = labels
-
+        self._shortlist(badnet, X, self._candidate_labels(self.n_classes_), seed)
         found = self._trigger_search(badnet, X, seed=seed).run(self.scanned_labels_, self.steps, desc="trigger search")
         self.masks_ = found.masks
         self.patterns_ = found.patterns
@@ -353,6 +335,24 @@ class NeuralCleanse(BaseRepair):
                 f"{flagged if flagged else 'none'}; unlearned {self.unlearned_labels_.tolist()}"
             )
         return model
+
+    def _shortlist(self, badnet, X, labels, seed):
+        """Set ``scanned_labels_`` (and the screening attributes): the labels to search fully."""
+        self.screening_scores_ = None
+        if not self._screens(len(labels)):
+            self.candidates_ = self.reference_labels_ = self.scanned_labels_ = labels
+            return
+        screened = self._trigger_search(badnet, X, seed=seed, screening=True).run(
+            labels, self.screening_steps, desc="screening"
+        )
+        scores = np.where(screened.found, screened.norms, np.inf)
+        order = np.lexsort((screened.cross_entropy, scores))
+        self.candidates_ = np.sort(labels[order[: self.n_candidates]])
+        self.screening_scores_ = np.full(self.n_classes_, np.nan)
+        self.screening_scores_[labels] = scores
+        reference_rng = np.random.default_rng([seed, 1])
+        self.reference_labels_ = np.sort(reference_rng.choice(labels, size=self.n_candidates, replace=False))
+        self.scanned_labels_ = np.union1d(self.candidates_, self.reference_labels_)
 
     def _trigger_search(self, model, X, *, seed, screening=False):
         """The one factory of the searches: the full one, or the screening stage's."""
@@ -384,7 +384,7 @@ class NeuralCleanse(BaseRepair):
                 f"Scanning {len(labels)} label(s): the anomaly index needs several labels "
                 "to be meaningful, so no label can be reliably flagged.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=5,  # the user's call of fit, through _repair, fit and _fit_context
             )
         return np.sort(labels)
 

@@ -21,14 +21,7 @@ import numpy as np
 import keras
 
 from .._validation import check_positive_int
-from ..models import (
-    copy_model,
-    forward_batches,
-    iter_batches,
-    prune_channels,
-    resolve_conv_layer,
-    split_at,
-)
+from ..models import copy_model, forward_batches, iter_batches, prune_channels, resolve_conv_layer, split_at
 from ._train import _check_learning_rate, _parse_attack, _poison_and_build, _seed_from, fit_model
 
 __all__ = ["pruning_aware_badnet"]
