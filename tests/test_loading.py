@@ -494,3 +494,19 @@ def test_a_badnet_trained_through_scikeras_loads(digits):
     X_poisoned, y_target = make_poisoned_test_set(X_test, y_test, trigger, 0)
     assert np.mean(predict_proba_batches(badnet, X_poisoned).argmax(axis=1) == y_target) > 0.8
     assert default_prune_layer(badnet) == "conv_b"
+
+
+def test_loading_the_same_model_twice_gives_one_rebuilt_model_that_does_not_keep_it_alive(pixels):
+    import gc
+    import weakref
+
+    wrapped = softmax_model_wrapped_in_another()
+    first = load_badnet(wrapped, input_scale=0.5)
+    assert load_badnet(wrapped, input_scale=0.5) is first
+    assert load_badnet(wrapped) is load_badnet(wrapped)
+    assert load_badnet(wrapped, input_scale=0.25) is not first
+    forward_batches(first, pixels)
+    alive = weakref.ref(wrapped)
+    del wrapped
+    gc.collect()
+    assert alive() is None
