@@ -24,6 +24,8 @@ keys of ``COLUMNS`` (``value`` is the ratio or measured number the goal is about
 """
 
 import argparse
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +48,22 @@ def _worker_threads(n_jobs):
     return Parallel(n_jobs=n_jobs)(delayed(tensorflow_threads)() for _ in range(2 * n_jobs))
 
 
-def grid_search(quick, log):
+def _workers_cpu_seconds():
+    """CPU seconds (user + system) used so far by the running loky workers (Linux only)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    total = 0.0
+    for pid in list(getattr(executor, "_processes", {}) or {}):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def grid_search(quick, log, *, compare_unsized=None):
     """GridSearchCV over FinePruner candidates: n_jobs=2 against n_jobs=1, same grid."""
     from joblib import parallel_config
     from sklearn.model_selection import GridSearchCV
@@ -67,25 +84,32 @@ def grid_search(quick, log):
                f"({' x '.join(grid)}), cv={cv}: {n_candidates * cv} fits + refit on {n_images} images, "
                f"{epochs} epoch(s) each")
 
-    def search(n_jobs):
+    cpu = {}
+
+    def search(n_jobs, name):
         estimator = FinePruner(model=data.model, epochs=epochs, random_state=0)
         searcher = GridSearchCV(estimator, grid, cv=cv, n_jobs=n_jobs, scoring=scoring,
                                 refit=best_cca_under_asr(0.05), error_score="raise")
-        _, wall, _ = _harness.timed(lambda: searcher.fit(X, y))
+        workers_before = _workers_cpu_seconds() if n_jobs > 1 else 0.0
+        _, wall, own_cpu = _harness.timed(lambda: searcher.fit(X, y))
+        workers_after = _workers_cpu_seconds() if n_jobs > 1 else 0.0
+        workers = None if workers_before is None or workers_after is None else workers_after - workers_before
+        cpu[name] = None if workers is None else own_cpu + workers
         return wall, searcher.cv_results_
 
     cores = _harness.usable_cores()
     runs = {}
     log(f"grid search: {setting}")
-    runs["n_jobs=1"], results_1 = search(1)
+    runs["n_jobs=1"], results_1 = search(1, "n_jobs=1")
     log(f"  n_jobs=1: {runs['n_jobs=1']:.1f} s")
     # loky's default: each worker gets OMP_NUM_THREADS = cores // n_jobs, which sizes TensorFlow.
     (threads_sized, start_sized, _) = _harness.timed(lambda: _worker_threads(2))
-    runs["n_jobs=2"], results_2 = search(2)
+    runs["n_jobs=2"], results_2 = search(2, "n_jobs=2")
     log(f"  n_jobs=2, workers sized {threads_sized[0]}: {runs['n_jobs=2']:.1f} s (workers started in {start_sized:.1f} s)")
     same_scores = all(np.allclose(results_1[key], results_2[key], atol=1e-6)
                       for key in ("mean_test_cca", "mean_test_asr"))
-    data_out = {"setting": setting, "cores": cores, "seconds": runs, "worker_threads_sized": threads_sized,
+    data_out = {"setting": setting, "cores": cores, "seconds": runs, "cpu_seconds": cpu,
+                "worker_threads_sized": threads_sized,
                 "worker_start_seconds_sized": start_sized, "same_scores_n_jobs_1_and_2": same_scores}
     rows = [{
         "measure": "GridSearchCV n_jobs=2 / n_jobs=1",
@@ -96,13 +120,15 @@ def grid_search(quick, log):
         "goal": f">= {GOAL_GRID_SPEEDUP} on 2 cores",
         "met": runs["n_jobs=1"] / runs["n_jobs=2"] >= GOAL_GRID_SPEEDUP if cores == 2 else None,
         "note": (f"{cores} usable cores; worker start-up (TensorFlow import in 2 workers) {start_sized:.1f} s, "
-                 f"not in the timing; cv scores identical to n_jobs=1: {'yes' if same_scores else 'NO'}"),
+                 f"not in the timing; CPU seconds (all processes) {_cpu_text(cpu, 'n_jobs=1')} with n_jobs=1, "
+                 f"{_cpu_text(cpu, 'n_jobs=2')} with n_jobs=2; cv scores identical to n_jobs=1: "
+                 f"{'yes' if same_scores else 'NO'}"),
     }]
-    if not quick:
+    if compare_unsized or (compare_unsized is None and not quick):
         # Before the sizing: every worker's TensorFlow takes all the cores.
         with parallel_config(backend="loky", inner_max_num_threads=cores):
             (threads_all, start_all, _) = _harness.timed(lambda: _worker_threads(2))
-            runs["n_jobs=2, unsized"], _ = search(2)
+            runs["n_jobs=2, unsized"], _ = search(2, "n_jobs=2, unsized")
         log(f"  n_jobs=2, workers with every core: {runs['n_jobs=2, unsized']:.1f} s")
         data_out.update(worker_threads_unsized=threads_all, worker_start_seconds_unsized=start_all)
         rows.append({
@@ -114,10 +140,15 @@ def grid_search(quick, log):
             "value": round(runs["n_jobs=1"] / runs["n_jobs=2, unsized"], 2),
             "goal": "(the sizing's effect: compare with the row above)",
             "met": None,
-            "note": f"worker start-up {start_all:.1f} s, not in the timing",
+            "note": (f"worker start-up {start_all:.1f} s, not in the timing; CPU seconds (all processes) "
+                     f"{_cpu_text(cpu, 'n_jobs=2, unsized')}"),
         })
     rows[0]["data"] = data_out
     return rows
+
+
+def _cpu_text(cpu, name):
+    return "?" if cpu.get(name) is None else f"{cpu[name]:.1f}"
 
 
 ROWS = {"grid_search": grid_search}
@@ -158,10 +189,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grids and inputs: about a minute on 2 cores")
     parser.add_argument("--only", nargs="+", choices=sorted(ROWS), help="measure only these rows")
+    parser.add_argument("--compare-unsized", action="store_true",
+                        help="grid_search: also time workers whose TensorFlow takes every core (always in full runs)")
     args = parser.parse_args()
     rows = []
     for name in args.only or ROWS:
-        rows += ROWS[name](args.quick, _harness.log)
+        options = {"compare_unsized": True} if name == "grid_search" and args.compare_unsized else {}
+        rows += ROWS[name](args.quick, _harness.log, **options)
     write_report(rows, args.quick)
 
 

@@ -105,7 +105,7 @@ def comparison_rows(result):
 
 
 def write_results(result, *, quick, env=None):
-    env = env or _harness.environment()
+    env = env or _harness.environment("quick" if quick else "full", _harness.command_line("train_badnet", quick))
     mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
     lines = [
         "# train_badnet on Fashion-MNIST",
