@@ -19,15 +19,15 @@ import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone  # noqa: E402
-from sklearn.utils import check_random_state  # noqa: E402
-from sklearn.utils._param_validation import Interval  # noqa: E402
-from sklearn.utils.validation import check_is_fitted  # noqa: E402
+import keras
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
-from ._fine_tuning import plain_recipe  # noqa: E402
-from ._validation import check_images, check_labels, check_pixel_range, pixel_range  # noqa: E402
-from .models import (  # noqa: E402
+from ._fine_tuning import plain_recipe
+from ._validation import check_images, check_labels, check_pixel_range, pixel_range
+from .models import (
     load_badnet,
     model_from_bytes,
     model_input_shape,

@@ -29,10 +29,10 @@ import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
+import keras
 
-from ._base import progress_bar  # noqa: E402
-from .models import iter_batches, model_input_shape, outputs_are_probabilities, predict_proba_batches  # noqa: E402
+from ._base import progress_bar
+from .models import iter_batches, model_input_shape, outputs_are_probabilities, predict_proba_batches
 
 __all__ = ["TriggerSearchResult", "_TriggerSearch", "attack_success"]
 
