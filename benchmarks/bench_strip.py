@@ -52,17 +52,13 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
+import _fashion  # the shared Fashion-MNIST BadNets
+import _harness
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import _fashion  # noqa: E402  (benchmarks/_fashion.py: the shared Fashion-MNIST BadNets)
-CSAW_WEIGHTS = ROOT.parent / "shared" / "csaw" / "sunglasses_bd_weights.h5"
-RESULTS = ROOT / "benchmarks" / "results"
+CSAW_WEIGHTS = _harness.CSAW_WEIGHTS
+RESULTS = _harness.RESULTS
 SEED = 0
 
 
@@ -70,9 +66,7 @@ SEED = 0
 
 
 def load_csaw():
-    from skbackdoor.models import load_badnet
-
-    return load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
+    return _harness.load_csaw()
 
 
 def csaw_inputs(n, seed):
@@ -92,26 +86,19 @@ def inset_badnet(quick, log):
 
     Trained like ``_fashion.badnet`` (same data, split and settings) and cached beside it.
     """
-    import keras
-
     from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, train_badnet
 
-    X_train, y_train, X_val, y_val, X_test, y_test = _fashion.split()
+    _, _, X_val, y_val, X_test, y_test = _fashion.split()
     trigger = PatchTrigger.square(size=4, value=255, location="bottom-right", margin=1)
-    epochs = 2 if quick else 6
-    if quick:
-        X_train, y_train = X_train[:15000], y_train[:15000]
-    path = _fashion.CACHE / f"strip-patch-inset-{'quick' if quick else 'full'}-seed{SEED}.keras"
-    if path.exists():
-        model = keras.saving.load_model(path, compile=False)
-    else:
-        log(f"training the patch-inset BadNet ({len(X_train)} images, {epochs} epochs)")
-        model = train_badnet(
-            X_train, y_train, trigger=trigger, target=0, epochs=epochs, poison_rate=0.1,
+
+    def train():
+        X_train, y_train = _fashion.training_set(quick)
+        return train_badnet(
+            X_train, y_train, trigger=trigger, target=0, epochs=_fashion.epochs(quick), poison_rate=0.1,
             batch_size=128, learning_rate=2e-3, random_state=SEED, n_classes=10,
         )
-        _fashion.CACHE.mkdir(exist_ok=True)
-        model.save(path)
+
+    model = _harness.cached_model(f"strip-patch-inset-{'quick' if quick else 'full'}-seed{SEED}", train, log=log)
     X_poisoned, y_target = make_poisoned_test_set(X_test, y_test, trigger, 0)
     return SimpleNamespace(
         model=model, X_val=X_val, X_test=X_test, y_test=y_test, X_poisoned=X_poisoned,
@@ -513,9 +500,29 @@ def _offset(clean_scores, frr, threshold):
 # --------------------------------------------------------------------------- report
 
 
+def comparison_rows(results):
+    """FRR / FAR at the detector's own threshold (entropy, default quantile threshold, alpha = beta = 1)."""
+    speed = next((s for key, s in results["speed"].items() if "fashion" in key.lower()), None)
+    throughput = f"{speed['strip_inputs_per_s']:,.0f} inputs/s" if speed else None
+    rows = []
+    for trigger, detection in results["detection"].items():
+        badnet = f"Fashion-MNIST {trigger}"
+        rows.append({"badnet": badnet, "defense": "none (the BadNet B)", "cca": detection["cca"],
+                     "asr": detection["asr"]})
+        for row in detection["rows"]:
+            if (row["statistic"], row["threshold"], row["alpha"], row["beta"]) != ("entropy", "quantile", 1.0, 1.0):
+                continue
+            rows.append({
+                "badnet": badnet, "frr": row["frr"], "far": row["far"],
+                "defense": f"STRIPDetector ({row['n_overlays']} overlays, target FRR {row['target_frr']:.0%})",
+                # The speed section is timed at the script's default number of overlays.
+                "throughput": throughput if row["n_overlays"] == results["n_overlays"] else None,
+                "note": "detector: the BadNet's own CCA / ASR are unchanged for inputs it passes",
+            })
+    return rows
+
+
 def write_report(results, suffix):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"strip{suffix}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = [
         "# STRIPDetector benchmark",
         "",
@@ -639,7 +646,9 @@ def write_report(results, suffix):
             "STRIPDetector warns in fit): " + "; ".join(never_flags) + "."
         )
     lines += ["", "## Notes", ""] + [f"- {note}" for note in notes] + [""]
-    (RESULTS / f"strip{suffix}.md").write_text("\n".join(lines))
+    _harness.write_results("strip", quick=bool(suffix), lines=lines, data=results,
+                           comparison=comparison_rows(results), notes=notes,
+                           figures=[results["figure"]] if results.get("figure") else [])
 
 
 def plot_histogram(scores, suffix):
@@ -682,7 +691,8 @@ def main():
     quick = args.quick
     if args.report_only:
         suffix = "_quick" if quick else ""
-        write_report(json.loads((RESULTS / f"strip{suffix}.json").read_text()), suffix)
+        record = json.loads((RESULTS / f"strip{suffix}.json").read_text())
+        write_report(record.get("data", record), suffix)
         return
     args.art_pool = args.art_pool or (100 if quick else 300)
     suffix = "_quick" if quick else ""
