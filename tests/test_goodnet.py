@@ -189,7 +189,16 @@ def test_grid_search_on_a_dask_cluster(patch_badnet):
     distributed = pytest.importorskip("distributed", reason="dask[distributed] (the dask extra) not installed")
     from joblib import parallel_backend
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    import dask
+
+    # A loaded machine can stall a worker's heartbeat past the defaults; the scheduler
+    # then forgets its tasks ("already forgotten"). Generous timeouts keep the test about
+    # the results, not the machine's load.
+    patient = {"distributed.scheduler.worker-ttl": None, "distributed.comm.timeouts.connect": "120s",
+               "distributed.comm.timeouts.tcp": "300s"}
+    with dask.config.set(patient), distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster):
             with parallel_backend("dask"):
                 search = _search(patch_badnet, n_jobs=-1).fit(patch_badnet.X_val, patch_badnet.y_val)
