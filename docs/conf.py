@@ -37,6 +37,7 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "sphinx_design",
     "benchmark_results",
 ]
 
