@@ -97,7 +97,8 @@ html_theme_options = {
     "navbar_align": "left",
     "show_toc_level": 2,
     "navigation_with_keys": False,
-    "secondary_sidebar_items": ["page-toc"],
+    # The gallery's code needs the width more than an "on this page" column.
+    "secondary_sidebar_items": {"**": ["page-toc"], "auto_examples/**": []},
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
