@@ -98,11 +98,15 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
     # The gallery's code needs the width more than an "on this page" column.
-    "secondary_sidebar_items": {"**": ["page-toc"], "auto_examples/**": []},
+    "secondary_sidebar_items": {
+        **{page: ["page-toc"] for page in ("index", "choosing", "user_guide/*", "getting_started",
+                                             "benchmarks", "api", "gen_modules/*", "security", "changelog")},
+        "auto_examples/*": [],
+    },
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "choosing": [], "changelog": [], "security": []}
+html_sidebars = {page: [] for page in ("index", "choosing", "getting_started", "benchmarks", "api", "changelog", "security")}
 html_context = {"default_mode": "light"}
 
 # -- Links to other projects' documentation ------------------------------------------
