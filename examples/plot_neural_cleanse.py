@@ -54,8 +54,8 @@ print("anomaly index: ", np.round(cleanse.anomaly_index_, 2))
 # -------------------------------
 # Labels whose mask is an outlier below the median, with an index above 2, are
 # flagged.
-plot_anomaly_index(cleanse.anomaly_index_, flagged=cleanse.flagged_labels_,
-                   title="Neural Cleanse on a digits BadNet (target 0)")
+_ = plot_anomaly_index(cleanse.anomaly_index_, flagged=cleanse.flagged_labels_,
+                       title="Neural Cleanse on a digits BadNet (target 0)")
 
 # %%
 # The reversed triggers

@@ -314,8 +314,9 @@ def _command(*argv):
 
 
 def _environment():
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TF_CPP", "TF_NUM_"))}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["OMP_NUM_THREADS"] = "1"  # as in a loky worker: skbackdoor._runtime imports TensorFlow at once
     return env
 
 
