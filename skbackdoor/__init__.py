@@ -13,11 +13,30 @@ NeuralCleanse
     (Wang et al., IEEE S&P 2019).
 """
 
+import importlib
+
 __version__ = "0.1.0.dev0"
 
-from ._fine_pruning import FinePruner  # noqa: E402
-from ._goodnet import GoodNetClassifier  # noqa: E402
-from ._neural_cleanse import NeuralCleanse  # noqa: E402
-from ._strip import STRIPDetector  # noqa: E402
+# The estimators import Keras, hence TensorFlow (seconds). They are imported on first
+# use, so that ``import skbackdoor`` (and ``skbackdoor --help`` / ``--version``) stays fast.
+_ESTIMATOR_MODULES = {
+    "FinePruner": "._fine_pruning",
+    "GoodNetClassifier": "._goodnet",
+    "NeuralCleanse": "._neural_cleanse",
+    "STRIPDetector": "._strip",
+}
 
 __all__ = ["FinePruner", "GoodNetClassifier", "NeuralCleanse", "STRIPDetector", "__version__"]
+
+
+def __getattr__(name):
+    module = _ESTIMATOR_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'skbackdoor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

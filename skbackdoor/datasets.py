@@ -4,7 +4,8 @@ Nothing here downloads anything: every loader reads files that are already on di
 says clearly what is missing and where to get it.
 
 - :func:`load_csaw_h5` reads the CSAW-HackML-2020 ``.h5`` data files (YouTube Aligned
-  Faces, 55x47 RGB).
+  Faces, 55x47 RGB); :func:`save_csaw_h5` writes images in the same format (e.g. for the
+  ``skbackdoor`` command line).
 - :func:`load_fashion_mnist` reads Fashion-MNIST from the gzip IDX files that the Debian
   package ``dataset-fashion-mnist`` installs under ``/usr/share/datasets/fashion-mnist``.
 - :func:`load_images` reads PNG/JPEG files into one image array.
@@ -29,6 +30,7 @@ __all__ = [
     "load_csaw_h5",
     "load_fashion_mnist",
     "load_images",
+    "save_csaw_h5",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -158,6 +160,36 @@ def load_csaw_h5(path, *, data_key="data", label_key="label", layout="auto"):
     X = check_images(data, name=f"'{data_key}' in {path}")
     y = check_labels(labels, n_samples=len(X), name=f"'{label_key}' in {path}")
     return X, y
+
+
+def save_csaw_h5(path, X, y):
+    """Write images and labels as a CSAW-HackML-2020 data file, which :func:`load_csaw_h5` reads.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.h5`` file to write (replaced if it exists).
+    X : array-like of shape (n_samples, height, width, channels)
+        Images, channels last (stored channels first, as float64, like the challenge's files).
+    y : array-like of shape (n_samples,)
+        Integer labels.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from skbackdoor.datasets import load_csaw_h5, save_csaw_h5
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "faces.h5"
+    >>> save_csaw_h5(path, np.zeros((2, 55, 47, 3), np.uint8), [0, 7])
+    >>> X, y = load_csaw_h5(path)
+    >>> X.shape, y.tolist()
+    ((2, 55, 47, 3), [0, 7])
+    """
+    X = check_images(X)
+    y = check_labels(y, n_samples=len(X))
+    with h5py.File(path, "w") as h5file:
+        h5file["data"] = np.transpose(X, (0, 3, 1, 2)).astype(np.float64)
+        h5file["label"] = y.astype(np.float64)
 
 
 def _read_numeric_dataset(node, path, key, dtype=None):
@@ -345,7 +377,9 @@ def load_images(paths, *, mode="RGB", expected_shape=None):
 
     Images are never resized: every image must have the same size, which the model's
     input fixes. Pixel values are returned raw (0-255); scaling is the model's business
-    (see :func:`skbackdoor.models.load_badnet`).
+    (see :func:`skbackdoor.models.load_badnet`). 16-bit grayscale PNGs are scaled to
+    8 bits (``round(value / 257)``, so 65535 becomes 255), as Pillow already does for
+    16-bit colour PNGs; 32-bit integer and floating-point images are refused.
 
     Parameters
     ----------
@@ -369,8 +403,9 @@ def load_images(paths, *, mode="RGB", expected_shape=None):
     FileNotFoundError
         If a file does not exist.
     ValueError
-        If a file is not an image Pillow can read, or an image has a size different
-        from ``expected_shape`` or from the first image; the message names the file.
+        If a file is not an image Pillow can read, is a 32-bit integer or floating-point
+        image, or has a size different from ``expected_shape`` or from the first image;
+        the message names the file.
 
     Examples
     --------
@@ -441,6 +476,7 @@ def _read_image(path, mode):
         )
     try:
         with Image.open(path) as image:
+            image = _to_8_bit(image, path)
             pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     except UnidentifiedImageError as exc:
         raise ValueError(f"{path} is not an image file Pillow can read.") from exc
@@ -449,3 +485,26 @@ def _read_image(path, mode):
     if pixels.ndim == 2:
         pixels = pixels[..., np.newaxis]
     return pixels
+
+
+# 65535 / 255: maps the 16-bit range onto the 8-bit one exactly (0 -> 0, 65535 -> 255).
+_16_TO_8_BIT = 257
+
+
+def _to_8_bit(image, path):
+    """Bring a 16-bit grayscale image to 8 bits; refuse 32-bit integer and float images.
+
+    Pillow reads 16-bit RGB(A) PNGs as 8-bit images, but 16-bit grayscale ones as mode
+    ``"I;16"`` (or ``"I"``), which ``convert("L")`` would clip to 255 instead of scaling.
+    """
+    is_16_bit = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if is_16_bit:
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.round(values / _16_TO_8_BIT).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise ValueError(
+            f"{path} is a {kind} image (Pillow mode {image.mode!r}); its values have no fixed "
+            "range to map onto 0-255. Save it as an 8-bit (or 16-bit PNG) image."
+        )
+    return image

@@ -25,6 +25,8 @@ import numbers
 
 import numpy as np
 from sklearn.metrics import make_scorer
+from sklearn.utils import check_consistent_length, column_or_1d
+from sklearn.utils._param_validation import Interval, validate_params
 
 from ._validation import check_images
 
@@ -47,27 +49,56 @@ __all__ = [
 # ------------------------------------------------------------------------ validation
 
 
+class _Rate(Interval):
+    """A rate in [0, 1]. Unlike ``Interval(Real, ...)`` it refuses ``True``/``False``,
+    which scikit-learn's constraints accept as the numbers 1 and 0."""
+
+    def __init__(self):
+        super().__init__(numbers.Real, 0, 1, closed="both")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
+class _IntegerLabel(Interval):
+    """Any integer but a boolean, described as the label conventions it stands for."""
+
+    def __init__(self):
+        super().__init__(numbers.Integral, None, None, closed="neither")
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+    def __str__(self):
+        return "an integer label (-1 for outlier detectors, N for a GoodNet with N classes)"
+
+
+_POISONED_LABEL = [_IntegerLabel(), str]
+_LABEL_OR_LABELS = [_IntegerLabel(), str, "array-like"]
+
+
 def _check_1d(y, name):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
+    try:
+        y = column_or_1d(y, input_name=name)
+    except ValueError as exc:
         raise ValueError(
-            f"{name} must be a 1-D array of labels; got shape {y.shape}. Pass predicted "
+            f"{name} must be a 1-D array of labels; got shape {np.shape(y)}. Pass predicted "
             "labels (estimator.predict), not probabilities: convert those with "
             "np.argmax(proba, axis=1)."
-        )
+        ) from exc
     if y.shape[0] == 0:
         raise ValueError(f"{name} is empty: at least one prediction is required.")
     return y
 
 
 def _check_same_length(first, second, first_name, second_name):
-    if len(first) != len(second):
+    try:
+        check_consistent_length(first, second)
+    except ValueError as exc:
         raise ValueError(
             f"{first_name} and {second_name} must have the same length; got "
             f"{len(first)} and {len(second)}."
-        )
+        ) from exc
 
 
 def _check_sample_weight(sample_weight, n_samples):
@@ -90,21 +121,74 @@ def _share(mask, sample_weight):
     return float(np.average(mask, weights=sample_weight))
 
 
-def _check_poisoned_label(poisoned_label, allow_none=False):
-    if poisoned_label is None and allow_none:
+def _holds_text(y):
+    y = np.asarray(y)
+    return y.dtype.kind in "US" or (y.dtype.kind == "O" and any(isinstance(v, str) for v in y.ravel()))
+
+
+def _check_same_label_kind(labels, y_pred, labels_name, pred_name="y_pred"):
+    """Text labels never equal numeric ones: ``"0" != 0`` would make every rate 0."""
+    if _holds_text(labels) == _holds_text(y_pred):
         return
-    if isinstance(poisoned_label, (bool, np.bool_)) or not isinstance(
-        poisoned_label, (numbers.Integral, str)
-    ):
-        raise ValueError(
-            "poisoned_label must be an integer label (-1 for outlier detectors, N for a "
-            f"GoodNet with N classes), got {poisoned_label!r}."
-        )
+    text_name, number_name = (labels_name, pred_name) if _holds_text(labels) else (pred_name, labels_name)
+    raise ValueError(
+        f"{text_name} holds text labels but {number_name} holds numbers, so no label can "
+        "ever match and the rate would be meaningless. Pass labels of the model's own kind "
+        "on both sides (e.g. 0 rather than '0')."
+    )
+
+
+def _check_detection_labels(y_pred, poisoned_label, name):
+    """Predictions must follow the convention that ``poisoned_label`` names.
+
+    ``-1``: a detector's ``+1`` (clean) / ``-1`` (poisoned). An integer ``N >= 0``: a
+    GoodNet's classes ``0 .. N-1`` and ``N`` (poisoned). Anything else matches the
+    poisoned label by chance only, and the rate would silently be 0 or 1.
+    """
+    _check_same_label_kind([poisoned_label], y_pred, "poisoned_label", name)
+    if isinstance(poisoned_label, str) or _holds_text(y_pred):
+        return
+    values = np.unique(y_pred)
+    if poisoned_label == -1:
+        unexpected = values[(values != 1) & (values != -1)]
+        if len(unexpected):
+            raise ValueError(
+                f"{name} holds {_some(unexpected)}, neither +1 (clean) nor -1 (poisoned): "
+                "with poisoned_label=-1 (the default, scikit-learn's outlier convention) "
+                "the predictions must be +1/-1, as an outlier detector such as "
+                "STRIPDetector gives. For a GoodNetClassifier's labels pass "
+                "poisoned_label=N, its number of classes."
+            )
+    elif poisoned_label >= 0:
+        unexpected = values[(values < 0) | (values > poisoned_label) | (values != np.round(values))]
+        if len(unexpected):
+            raise ValueError(
+                f"{name} holds {_some(unexpected)}, outside the labels 0 .. {poisoned_label} "
+                f"that poisoned_label={poisoned_label} stands for (a GoodNet's classes "
+                f"0 .. {poisoned_label - 1}, and {poisoned_label} for poisoned). For an outlier "
+                "detector's +1/-1 pass poisoned_label=-1; otherwise pass the GoodNet's "
+                "poisoned_label_."
+            )
+
+
+def _some(values, limit=5):
+    shown = ", ".join(repr(v.item()) for v in values[:limit])
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return f"the label{'s' if len(values) > 1 else ''} {shown}{more}"
 
 
 # --------------------------------------------------------------------------- metrics
 
 
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_pred": ["array-like"],
+        "poisoned_label": _POISONED_LABEL + [None],
+        "sample_weight": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=None):
     """Clean classification accuracy (CCA): accuracy on clean inputs.
 
@@ -138,8 +222,8 @@ def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=N
     y_true = _check_1d(y_true, "y_true")
     y_pred = _check_1d(y_pred, "y_pred")
     _check_same_length(y_true, y_pred, "y_true", "y_pred")
+    _check_same_label_kind(y_true, y_pred, "y_true")
     sample_weight = _check_sample_weight(sample_weight, len(y_pred))
-    _check_poisoned_label(poisoned_label, allow_none=True)
     if poisoned_label is not None:
         n_poisoned = int(np.sum(y_true == poisoned_label))
         if n_poisoned:
@@ -150,6 +234,10 @@ def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=N
     return _share(y_true == y_pred, sample_weight)
 
 
+@validate_params(
+    {"y_target": _LABEL_OR_LABELS, "y_pred": ["array-like"], "sample_weight": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def attack_success_rate(y_target, y_pred, *, sample_weight=None):
     """Attack success rate (ASR): share of poisoned inputs classified as the target.
 
@@ -183,16 +271,19 @@ def attack_success_rate(y_target, y_pred, *, sample_weight=None):
     """
     y_pred = _check_1d(y_pred, "y_pred")
     if np.ndim(y_target) == 0:
-        if y_target is None:
-            raise ValueError("y_target must be a label or an array of labels, got None.")
         y_target = np.full(len(y_pred), y_target)
     else:
         y_target = _check_1d(y_target, "y_target")
         _check_same_length(y_target, y_pred, "y_target", "y_pred")
+    _check_same_label_kind(y_target, y_pred, "y_target")
     sample_weight = _check_sample_weight(sample_weight, len(y_pred))
     return _share(y_pred == y_target, sample_weight)
 
 
+@validate_params(
+    {"y_pred_clean": ["array-like"], "poisoned_label": _POISONED_LABEL, "sample_weight": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None):
     """False rejection rate (FRR): share of clean inputs flagged as poisoned.
 
@@ -221,12 +312,16 @@ def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None)
     >>> false_rejection_rate([4, 2, 10, 10], poisoned_label=10)
     0.5
     """
-    _check_poisoned_label(poisoned_label)
     y_pred = _check_1d(y_pred_clean, "y_pred_clean")
+    _check_detection_labels(y_pred, poisoned_label, "y_pred_clean")
     sample_weight = _check_sample_weight(sample_weight, len(y_pred))
     return _share(y_pred == poisoned_label, sample_weight)
 
 
+@validate_params(
+    {"y_pred_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL, "sample_weight": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=None):
     """False acceptance rate (FAR): share of poisoned inputs not flagged as poisoned.
 
@@ -257,8 +352,8 @@ def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=N
     >>> false_acceptance_rate([10, 0, 10, 10], poisoned_label=10)
     0.25
     """
-    _check_poisoned_label(poisoned_label)
     y_pred = _check_1d(y_pred_poisoned, "y_pred_poisoned")
+    _check_detection_labels(y_pred, poisoned_label, "y_pred_poisoned")
     sample_weight = _check_sample_weight(sample_weight, len(y_pred))
     return _share(y_pred != poisoned_label, sample_weight)
 
@@ -276,53 +371,41 @@ def _describe_images(X):
     return f"<{X.dtype} images of shape {X.shape}>"
 
 
-class _AttackSuccessScorer:
-    """Scorer returning minus the ASR of ``estimator`` on stored poisoned inputs."""
+def _asr_of(y_pred, *, y_target):
+    return attack_success_rate(y_target, y_pred)
 
-    def __init__(self, X_poisoned, y_target):
+
+class _RateScorer:
+    """Scorer returning minus a rate (greater is better) of ``estimator.predict``.
+
+    With ``X_poisoned`` the rate is taken on those stored inputs and the fold is
+    ignored (cross-validation folds hold clean data only); without, on the fold ``X``.
+    ``rate(y_pred, **params)`` is a module-level function, so the scorer pickles (to
+    joblib and Dask workers) with the images it holds.
+    """
+
+    def __init__(self, factory, rate, X_poisoned=None, **params):
+        self.factory = factory
+        self.rate = rate
         self.X_poisoned = X_poisoned
-        self.y_target = y_target
+        self.params = params
 
     def __call__(self, estimator, X=None, y=None, **kwargs):
+        y_pred = estimator.predict(X if self.X_poisoned is None else self.X_poisoned)
         # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
-        return 0.0 - attack_success_rate(self.y_target, estimator.predict(self.X_poisoned))
+        return 0.0 - self.rate(y_pred, **self.params)
 
     def __repr__(self):
-        target = self.y_target if np.ndim(self.y_target) == 0 else "<array>"
-        return f"make_asr_scorer({_describe_images(self.X_poisoned)}, y_target={target})"
+        shown = [] if self.X_poisoned is None else [_describe_images(self.X_poisoned)]
+        for key, value in self.params.items():
+            if np.ndim(value):
+                shown.append(f"{key}=<array>")
+            else:
+                shown.append(f"{key}={value.item() if isinstance(value, np.generic) else value!r}")
+        return f"{self.factory}({', '.join(shown)})"
 
 
-class _FalseAcceptanceScorer:
-    """Scorer returning minus the FAR of ``estimator`` on stored poisoned inputs."""
-
-    def __init__(self, X_poisoned, poisoned_label):
-        self.X_poisoned = X_poisoned
-        self.poisoned_label = poisoned_label
-
-    def __call__(self, estimator, X=None, y=None, **kwargs):
-        y_pred = estimator.predict(self.X_poisoned)
-        return 0.0 - false_acceptance_rate(y_pred, poisoned_label=self.poisoned_label)
-
-    def __repr__(self):
-        return (
-            f"make_far_scorer({_describe_images(self.X_poisoned)}, "
-            f"poisoned_label={self.poisoned_label!r})"
-        )
-
-
-class _FalseRejectionScorer:
-    """Scorer returning minus the FRR of ``estimator`` on the (clean) fold ``X``."""
-
-    def __init__(self, poisoned_label):
-        self.poisoned_label = poisoned_label
-
-    def __call__(self, estimator, X, y=None, **kwargs):
-        return 0.0 - false_rejection_rate(estimator.predict(X), poisoned_label=self.poisoned_label)
-
-    def __repr__(self):
-        return f"make_frr_scorer(poisoned_label={self.poisoned_label!r})"
-
-
+@validate_params({"poisoned_label": _POISONED_LABEL + [None]}, prefer_skip_nested_validation=True)
 def make_cca_scorer(*, poisoned_label=None):
     """Scorer for clean classification accuracy on the cross-validation fold.
 
@@ -352,10 +435,12 @@ def make_cca_scorer(*, poisoned_label=None):
     >>> make_cca_scorer()(clf, X.reshape(4, -1), y)
     0.75
     """
-    _check_poisoned_label(poisoned_label, allow_none=True)
     return make_scorer(clean_accuracy_score, poisoned_label=poisoned_label)
 
 
+@validate_params(
+    {"X_poisoned": ["array-like"], "y_target": _LABEL_OR_LABELS}, prefer_skip_nested_validation=True
+)
 def make_asr_scorer(X_poisoned, y_target):
     """Scorer for the attack success rate on poisoned inputs it holds.
 
@@ -391,15 +476,13 @@ def make_asr_scorer(X_poisoned, y_target):
     -1.0
     """
     X_poisoned = _check_poisoned_images(X_poisoned)
-    if np.ndim(y_target) == 0:
-        if y_target is None:
-            raise ValueError("y_target must be a label or an array of labels, got None.")
-    else:
+    if np.ndim(y_target) != 0:
         y_target = _check_1d(y_target, "y_target")
         _check_same_length(y_target, X_poisoned, "y_target", "X_poisoned")
-    return _AttackSuccessScorer(X_poisoned, y_target)
+    return _RateScorer("make_asr_scorer", _asr_of, X_poisoned, y_target=y_target)
 
 
+@validate_params({"poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True)
 def make_frr_scorer(*, poisoned_label=-1):
     """Scorer for the false rejection rate on the (clean) cross-validation fold.
 
@@ -425,10 +508,12 @@ def make_frr_scorer(*, poisoned_label=-1):
     >>> make_frr_scorer()(detector, np.zeros((3, 1)), None)
     0.0
     """
-    _check_poisoned_label(poisoned_label)
-    return _FalseRejectionScorer(poisoned_label)
+    return _RateScorer("make_frr_scorer", false_rejection_rate, poisoned_label=poisoned_label)
 
 
+@validate_params(
+    {"X_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True
+)
 def make_far_scorer(X_poisoned, *, poisoned_label=-1):
     """Scorer for the false acceptance rate on poisoned inputs it holds.
 
@@ -458,10 +543,16 @@ def make_far_scorer(X_poisoned, *, poisoned_label=-1):
     >>> make_far_scorer(np.ones((4, 8, 8, 1)))(detector, None, None)
     0.0
     """
-    _check_poisoned_label(poisoned_label)
-    return _FalseAcceptanceScorer(_check_poisoned_images(X_poisoned), poisoned_label)
+    return _RateScorer(
+        "make_far_scorer", false_acceptance_rate, _check_poisoned_images(X_poisoned),
+        poisoned_label=poisoned_label,
+    )
 
 
+@validate_params(
+    {"X_poisoned": ["array-like"], "y_target": _LABEL_OR_LABELS, "poisoned_label": _POISONED_LABEL + [None]},
+    prefer_skip_nested_validation=True,
+)
 def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
     """Scorers ``{"cca": ..., "asr": ...}`` for ``GridSearchCV(scoring=...)``.
 
@@ -495,6 +586,9 @@ def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
     }
 
 
+@validate_params(
+    {"X_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True
+)
 def detection_scoring(X_poisoned, *, poisoned_label=-1):
     """Scorers ``{"frr": ..., "far": ...}`` for tuning a detector with GridSearchCV.
 
@@ -575,6 +669,9 @@ class _BestUnderBound:
         return self._factory
 
 
+@validate_params(
+    {"max_asr": [_Rate()], "cca_key": [str], "asr_key": [str]}, prefer_skip_nested_validation=True
+)
 def best_cca_under_asr(max_asr=0.02, *, cca_key="cca", asr_key="asr"):
     """Refit rule for ``GridSearchCV``: the best clean accuracy with ASR within a bound.
 
@@ -610,11 +707,13 @@ def best_cca_under_asr(max_asr=0.02, *, cca_key="cca", asr_key="asr"):
     >>> best_cca_under_asr(max_asr=0.02)(cv_results)
     1
     """
-    _check_bound(max_asr, "max_asr")
     factory = f"best_cca_under_asr(max_asr={max_asr!r}, cca_key={cca_key!r}, asr_key={asr_key!r})"
     return _BestUnderBound(cca_key, asr_key, max_asr, factory)
 
 
+@validate_params(
+    {"max_frr": [_Rate()], "far_key": [str], "frr_key": [str]}, prefer_skip_nested_validation=True
+)
 def best_far_under_frr(max_frr=0.05, *, far_key="far", frr_key="frr"):
     """Refit rule for tuning a detector: the lowest FAR with FRR within a bound.
 
@@ -647,15 +746,5 @@ def best_far_under_frr(max_frr=0.05, *, far_key="far", frr_key="frr"):
     >>> best_far_under_frr(max_frr=0.05)(cv_results)
     1
     """
-    _check_bound(max_frr, "max_frr")
     factory = f"best_far_under_frr(max_frr={max_frr!r}, far_key={far_key!r}, frr_key={frr_key!r})"
     return _BestUnderBound(far_key, frr_key, max_frr, factory)
-
-
-def _check_bound(value, name):
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Real)
-        or not 0 <= value <= 1
-    ):
-        raise ValueError(f"{name} must be a rate in [0, 1], got {value!r}.")

@@ -1,19 +1,21 @@
-"""Loading BadNets and running them: the one place that touches the network.
-
-Everything that runs a Keras model for skbackdoor goes through this module:
+"""The public face of skbackdoor's model handling: loading, building, copying.
 
 - :func:`load_badnet` turns a model, a file or a scikeras classifier into a
   ``keras.Model`` that takes raw pixels;
 - :func:`csaw_deepid` builds the CSAW-HackML-2020 DeepID architecture;
-- :func:`forward_batches`, :func:`predict_proba_batches` and :func:`layer_activations`
-  run a network over many images in batches inside one compiled function (a
-  ``model.predict`` call per image costs ~46 ms; the compiled batch runs thousands of
-  images per second);
-- :func:`split_at` cuts a model at a layer so that a sweep can cache what comes before;
-- :func:`prune_channels` zeroes convolution channels and keeps them at zero while the
-  model is trained;
 - :func:`copy_model`, :func:`model_to_bytes`, :func:`model_from_bytes` copy and
   serialise models so that estimators never touch the user's model and pickle cleanly.
+
+It also re-exports what lives in the private modules beside it, so callers import
+everything from here:
+
+- ``_forward``: :func:`forward_batches`, :func:`predict_proba_batches` and
+  :func:`layer_activations` run a network over many images inside one compiled
+  function, cached per model and layer;
+- ``_graph``: :func:`split_at` cuts a model at a layer so that a sweep can cache what
+  comes before; :func:`resolve_conv_layer` and friends read the layer graph;
+- ``_pruning``: :func:`prune_channels` zeroes convolution channels and keeps them at
+  zero while the model is trained (:class:`ChannelMask`).
 """
 
 import io
@@ -22,22 +24,45 @@ import os
 import tempfile
 import weakref
 import zipfile
+from numbers import Real
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 
-from ._validation import check_images  # noqa: E402
+from ._forward import (  # noqa: E402
+    DEFAULT_BATCH_SIZE,
+    forward_batches,
+    iter_batches,
+    layer_activations,
+    outputs_are_probabilities,
+    predict_proba_batches,
+)
+from ._graph import (  # noqa: E402
+    conv_layer_names,
+    default_prune_layer,
+    model_input_shape,
+    model_n_classes,
+    producer,
+    prunable_conv_layers,
+    resolve_conv_layer,
+    split_at,
+    walk_layers,
+)
+from ._pruning import ChannelMask, prune_channels, pruned_channel_mask  # noqa: E402
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_BATCH_SIZE",
     "ChannelMask",
     "conv_layer_names",
     "copy_model",
     "csaw_deepid",
+    "default_prune_layer",
     "forward_batches",
     "layer_activations",
     "load_badnet",
@@ -47,16 +72,13 @@ __all__ = [
     "model_to_bytes",
     "predict_proba_batches",
     "prune_channels",
+    "prunable_conv_layers",
     "pruned_channel_mask",
     "iter_batches",
-    "check_model_images",
     "outputs_are_probabilities",
     "resolve_conv_layer",
     "split_at",
 ]
-
-DEFAULT_BATCH_SIZE = 256
-
 
 # --------------------------------------------------------------------------- building
 
@@ -109,29 +131,46 @@ ARCHITECTURES = {"csaw-deepid": csaw_deepid}
 # --------------------------------------------------------------------------- loading
 
 
-def load_badnet(source, *, architecture=None, input_scale=None, safe_mode=True):
+def load_badnet(source, *, architecture=None, input_scale=None, input_offset=None, safe_mode=True):
     """Load a (possibly backdoored) Keras classifier from any of the usual forms.
+
+    The forms that load:
+
+    - a ``keras.Model`` (Functional or Sequential, possibly with nested sub-models);
+    - a Keras 3 ``.keras`` archive, or an ``.h5`` full model written by Keras 3;
+    - an ``.h5`` full model written by Keras 2.1-2.3 (or ``tf.keras`` 2.x): Sequential
+      models whose first layer carries ``batch_input_shape``/``input_shape`` (which
+      Keras 3's own ``load_model`` cannot build), functional and nested models; the
+      legacy configuration is rewritten into a Keras 3 one and the file's weights are
+      assigned exactly, layer by layer;
+    - a weights-only ``.h5`` (as shipped by the CSAW-HackML challenge) together with
+      ``architecture``;
+    - a fitted scikeras ``KerasClassifier`` (its ``model_``).
+
+    Nested sub-models are flattened into one graph (the same layer objects), so every
+    layer is reachable by name at the top level, e.g. for pruning.
 
     Parameters
     ----------
     source : keras.Model, str or path-like, or fitted scikeras KerasClassifier
-        - a ``keras.Model``: used as it is (never modified);
-        - a full-model file: Keras 3 ``.keras`` or a legacy Keras 2 ``.h5`` holding a
-          model configuration;
-        - a weights-only ``.h5`` file (as shipped by the CSAW-HackML challenge),
-          together with ``architecture``;
-        - a fitted scikeras ``KerasClassifier`` (its ``model_`` is used).
+        The model, or the file it is in. An in-memory model is never modified.
     architecture : {"csaw-deepid"} or callable, default=None
         What to build for a weights-only file: a name from ``ARCHITECTURES`` or a
         callable returning an uncompiled ``keras.Model``.
-    input_scale : float, default=None
-        If given, a ``Rescaling(input_scale)`` layer named ``input_scale`` is placed in
-        front of the network so the returned model takes raw pixel values; use
-        ``1/255`` for models trained on pixels / 255. The original layer names are kept
-        at the top level, so layers such as ``conv_3`` stay reachable by name.
+    input_scale : float or sequence of float, default=None
+        One number, or one per input channel. With ``input_offset``, the network gets
+        ``(x - input_offset) * input_scale``: a ``Rescaling`` layer named
+        ``input_scale`` (``input_scale_1``, ... if the model already has a layer of that
+        name) is placed in front of the network so the returned model takes raw pixel
+        values. Use ``1/255`` for models trained on pixels / 255, and
+        ``input_offset=mean, input_scale=1/std`` (per channel) for ``(x - mean) / std``.
+        The original layer names are kept at the top level.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (0 if not given).
     safe_mode : bool, default=True
-        Refuse models containing ``Lambda`` layers, whose deserialisation can run
-        arbitrary code. Only set to False for files you trust.
+        Refuse model *files* containing ``Lambda`` layers, whose deserialisation can run
+        arbitrary code. Only set to False for files you trust. An in-memory model has
+        already been built by its owner and is not refused.
 
     Returns
     -------
@@ -143,10 +182,12 @@ def load_badnet(source, *, architecture=None, input_scale=None, safe_mode=True):
         If a path does not exist.
     ValueError
         If the file is corrupt, holds only weights and no ``architecture`` was given,
-        the weights do not fit the architecture, the architecture name is unknown, or a
-        ``Lambda`` layer is found under ``safe_mode``.
+        the weights do not fit the architecture, the architecture name is unknown, a
+        ``Lambda`` layer is found in a file under ``safe_mode``, or ``input_scale`` /
+        ``input_offset`` is zero, not finite or of the wrong length.
     TypeError
-        If ``source`` is none of the accepted kinds.
+        If ``source`` is none of the accepted kinds, or ``input_scale`` /
+        ``input_offset`` is not a number or a sequence of numbers.
 
     Examples
     --------
@@ -154,23 +195,145 @@ def load_badnet(source, *, architecture=None, input_scale=None, safe_mode=True):
     >>> model = load_badnet(csaw_deepid(n_classes=10), input_scale=1 / 255)
     >>> model.layers[1].name
     'input_scale'
+    >>> mean, std = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
+    >>> model = load_badnet(csaw_deepid(n_classes=10), input_offset=mean,
+    ...                     input_scale=[1 / s for s in std])
     """
+    scale = _check_preprocessing(input_scale, "input_scale")
+    offset = _check_preprocessing(input_offset, "input_offset")
     if isinstance(source, keras.Model):
         model = source
     elif _is_fitted_scikeras(source):
         model = source.model_
     elif isinstance(source, (str, os.PathLike)):
         model = _load_file(Path(source), architecture=architecture, safe_mode=safe_mode)
+        if safe_mode:
+            _refuse_lambda_layers(model, what=str(source))
     else:
         raise TypeError(
             "source must be a keras.Model, a path to a .keras/.h5 file or a fitted scikeras "
             f"KerasClassifier; got {type(source).__name__}."
         )
-    if safe_mode:
-        _refuse_lambda_layers(model, what=str(source) if not isinstance(source, keras.Model) else "the model")
-    if input_scale is not None:
-        model = _prepend_rescaling(model, float(input_scale))
-    return model
+    if scale is None and offset is None and not _has_nested_models(model):
+        return model
+    # The same request on the same model gives the same rebuilt model, so that its
+    # compiled passes are traced once however often an estimator loads it.
+    key = (repr(scale), repr(offset), tuple(id(layer) for layer in model.layers))
+    rebuilt = _REBUILT.setdefault(model, {})
+    if key not in rebuilt:
+        rebuilt[key] = _rebuild(model, scale=scale, offset=offset)
+    return rebuilt[key]
+
+
+# model -> {(scale, offset, layer ids): the model rebuilt from it}; weakly keyed, so the
+# rebuilt models (which share the user's layers, not the model object) go with it.
+_REBUILT = weakref.WeakKeyDictionary()
+
+
+def _check_preprocessing(value, name):
+    """``None``, a float, or a list of floats (one per channel); clear errors otherwise."""
+    if value is None:
+        return None
+    example = "1/255" if name == "input_scale" else "(125.3, 123.0, 113.9)"
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a number or one number per input channel, got the string "
+            f"{value!r}; pass numbers, e.g. {name}={example}."
+        )
+    values = np.asarray(value, dtype=object)
+    if values.ndim > 1 or (values.ndim == 1 and len(values) == 0):
+        raise ValueError(
+            f"{name} must be a number or a flat sequence of one number per input channel; "
+            f"got {value!r}."
+        )
+    flat = values.reshape(-1)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (Real, np.number)) for v in flat):
+        raise TypeError(
+            f"{name} must be a number or one number per input channel, got {value!r}; "
+            f"pass numbers, e.g. {name}={example}."
+        )
+    numbers = flat.astype(np.float64)
+    if not np.all(np.isfinite(numbers)):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    if name == "input_scale" and np.any(numbers == 0):
+        raise ValueError(
+            f"input_scale must not be 0 (got {value!r}): the network would see the same "
+            "input for every image. Use e.g. input_scale=1/255 for a net trained on pixels / 255."
+        )
+    return float(numbers[0]) if values.ndim == 0 else [float(v) for v in numbers]
+
+
+def _has_nested_models(model):
+    return any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def _rebuild(model, *, scale, offset):
+    """One functional graph: optional input rescaling, then ``model`` with nested models inlined.
+
+    Re-threading the original graph reuses the layer objects, so every layer keeps its
+    name at the top level (a nested model would hide them) and shares its weights with
+    ``model``, which itself is left as it is.
+    """
+    shape = model_input_shape(model)
+    if scale is None and offset is None:
+        inputs = keras.Input(shape=shape, name=producer(model.inputs[0])[0].name)
+        x = inputs
+    else:
+        n_channels = shape[-1]
+        for name, value in (("input_scale", scale), ("input_offset", offset)):
+            if isinstance(value, list) and len(value) not in (1, n_channels):
+                raise ValueError(
+                    f"{name} has {len(value)} values but the model's inputs have {n_channels} "
+                    "channels; give one number, or one per channel."
+                )
+        scale = 1.0 if scale is None else scale
+        offset = 0.0 if offset is None else offset
+        # Rescaling computes x * scale + offset; the user's offset is subtracted first.
+        shift = (-np.asarray(offset, np.float64) * np.asarray(scale, np.float64)).tolist()
+        taken = {layer.name for layer in walk_layers(model)}
+        name, suffix = "input_scale", 0
+        while name in taken:
+            suffix += 1
+            name = f"input_scale_{suffix}"
+        inputs = keras.Input(shape=shape, name="pixels")
+        x = keras.layers.Rescaling(scale, offset=shift, name=name)(inputs)
+    try:
+        return keras.Model(inputs, _inlined(model)(x), name=model.name)
+    except ValueError as exc:
+        if "unique" not in str(exc).lower():
+            raise
+    # A nested model's layer names clash with its parent's: keep the nesting.
+    if x is inputs:
+        return model
+    return keras.Model(inputs, _inlined(model, depth=1)(x), name=model.name)
+
+
+def _inlined(operation, depth=None):
+    """A callable applying ``operation`` that calls nested models' layers one by one.
+
+    ``depth`` limits how many levels of models are opened (None: all).
+    """
+    if not isinstance(operation, keras.Model) or depth == 0:
+        return operation
+    inner_depth = None if depth is None else depth - 1
+    if isinstance(operation, keras.Sequential):
+
+        def run_sequential(x, *args, **kwargs):
+            for layer in operation.layers:
+                x = _inlined(layer, inner_depth)(x)
+            return x
+
+        return run_sequential
+    if hasattr(operation, "_run_through_graph") and getattr(operation, "_nodes_by_depth", None):
+
+        def run_functional(*args, **kwargs):
+            inputs = args[0] if len(args) == 1 else list(args)
+            return operation._run_through_graph(
+                inputs, operation_fn=lambda each: _inlined(each, inner_depth)
+            )
+
+        return run_functional
+    return operation  # a subclassed model: its layers cannot be re-threaded
 
 
 def _is_fitted_scikeras(obj):
@@ -203,8 +366,7 @@ def _load_file(path, *, architecture, safe_mode):
             f"{str(path)!r} is a directory; TensorFlow SavedModel folders are not supported "
             "by Keras 3. Pass a .keras or .h5 file."
         )
-    suffix = path.suffix.lower()
-    if suffix == ".keras" or zipfile.is_zipfile(path):
+    if path.suffix.lower() == ".keras" or zipfile.is_zipfile(path):
         if architecture is not None:
             raise ValueError(
                 f"{str(path)!r} is a full .keras model; architecture applies only to "
@@ -212,25 +374,27 @@ def _load_file(path, *, architecture, safe_mode):
             )
         return _load_keras_archive(path, safe_mode=safe_mode)
     try:
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            model_config = handle.attrs.get("model_config")
+        handle = h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(
             f"Could not read {str(path)!r}: it is neither a .keras archive nor a readable "
             f"HDF5 file ({exc})."
         ) from exc
+    with handle:
+        model_config = _text(handle.attrs.get("model_config"))
+        version = _text(handle.attrs.get("keras_version")) or ""
+        if model_config is not None:
+            if architecture is not None:
+                raise ValueError(
+                    f"{str(path)!r} holds a full model; architecture applies only to "
+                    "weights-only .h5 files."
+                )
+            config = json.loads(model_config)
+            if safe_mode and _config_has_lambda(config):
+                raise ValueError(_lambda_message(str(path)))
+            if version.split(".")[0] in ("1", "2"):
+                return _load_keras2_model(handle, config, path=path, version=version)
     if model_config is not None:
-        if architecture is not None:
-            raise ValueError(
-                f"{str(path)!r} holds a full model; architecture applies only to "
-                "weights-only .h5 files."
-            )
-        if isinstance(model_config, bytes):
-            model_config = model_config.decode("utf-8")
-        if safe_mode and _config_has_lambda(json.loads(model_config)):
-            raise ValueError(_lambda_message(str(path)))
         try:
             return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
         except Exception as exc:
@@ -251,13 +415,166 @@ def _load_file(path, *, architecture, safe_mode):
     return model
 
 
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def _load_keras_archive(path, *, safe_mode):
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Could not load {str(path)!r}: it is not a valid Keras archive (a .keras file "
+            "is a zip archive; this one is corrupt or truncated). Save the model again with "
+            "model.save('model.keras')."
+        )
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:
         if "lambda" in str(exc).lower() and safe_mode:
             raise ValueError(_lambda_message(str(path))) from exc
+        if isinstance(exc, zipfile.BadZipFile) or "File not found" in str(exc):
+            raise ValueError(
+                f"Could not load {str(path)!r}: it is not a valid Keras archive (the zip "
+                f"file is corrupt: {exc}). Save the model again with model.save('model.keras')."
+            ) from exc
         raise ValueError(f"Could not load the model in {str(path)!r}: {exc}") from exc
+
+
+# ------------------------------------------------------------ Keras 2 files
+
+
+def _load_keras2_model(handle, config, *, path, version):
+    """Build a Keras 2.x ``.h5`` full model in Keras 3 and assign the file's weights."""
+    try:
+        config = _keras3_model_config(config)
+        kind = config["class_name"]
+        if kind == "Sequential":
+            model = keras.Sequential.from_config(config["config"])
+        else:
+            model = keras.Model.from_config(config["config"])
+    except Exception as exc:
+        raise ValueError(
+            f"Could not build the Keras {version} model in {str(path)!r} with Keras "
+            f"{keras.__version__}: {exc}"
+        ) from exc
+    if "model_weights" not in handle:
+        raise ValueError(f"{str(path)!r} holds a Keras {version} model configuration but no 'model_weights'.")
+    _assign_keras2_weights(handle["model_weights"], model, path=path)
+    return model
+
+
+def _keras3_model_config(config):
+    """Rewrite a Keras 2 ``{"class_name", "config"}`` of a layer or model for Keras 3.
+
+    What Keras 3 cannot read by itself: a Sequential model's input shape given on its
+    first layer (``batch_input_shape`` / ``input_shape``) rather than by an
+    ``InputLayer``, and Keras 2.1's Sequential config, a bare list of layers.
+    """
+    config = json.loads(json.dumps(config))  # a deep copy
+    kind, inner = config.get("class_name"), config.get("config")
+    if kind == "Merge":
+        raise ValueError("Keras 1 'Merge' layers are not supported; use Add/Concatenate layers.")
+    if kind == "Sequential":
+        if isinstance(inner, list):
+            inner = {"name": "sequential", "layers": inner}
+        layers = [_keras3_model_config(layer) for layer in inner["layers"]]
+        if layers and layers[0].get("class_name") != "InputLayer":
+            first = layers[0].get("config", {})
+            batch_shape = _pop_input_shape(first)
+            if batch_shape is not None:
+                layers.insert(0, {
+                    "class_name": "InputLayer",
+                    "config": {
+                        "batch_shape": batch_shape,
+                        "dtype": first.get("dtype") or "float32",
+                        "name": f"{first.get('name', 'sequential')}_input",
+                    },
+                })
+        for layer in layers[1:]:
+            if layer.get("class_name") != "InputLayer":
+                _pop_input_shape(layer.get("config", {}))
+        config["config"] = {**inner, "layers": layers}
+    elif kind in ("Model", "Functional"):
+        layers = []
+        for layer in inner["layers"]:
+            rewritten = _keras3_model_config(layer)
+            if rewritten.get("class_name") != "InputLayer":
+                _pop_input_shape(rewritten.get("config", {}))
+            layers.append(rewritten)
+        config["config"] = {**inner, "layers": layers}
+    elif kind == "InputLayer" and "batch_input_shape" in inner:
+        inner["batch_shape"] = inner.pop("batch_input_shape")
+    return config
+
+
+def _pop_input_shape(layer_config):
+    """Remove a Keras 2 layer's input-shape keys; return the batch shape they gave."""
+    batch_shape = layer_config.pop("batch_input_shape", None)
+    input_shape = layer_config.pop("input_shape", None)
+    batch_size = layer_config.pop("batch_size", None)
+    if batch_shape is None and input_shape is not None:
+        batch_shape = [batch_size] + list(input_shape)
+    return batch_shape
+
+
+def _assign_keras2_weights(group, model, *, path):
+    """Assign the arrays of a Keras 2 ``model_weights`` group to ``model``'s layers.
+
+    Each layer's group lists its weights in ``weight_names``; they are matched to the
+    Keras 3 variables by layer and variable name where those are unique, else in
+    Keras 2's order (trainable weights, then the others), and every shape is checked.
+    """
+    layer_names = [_text(name) for name in group.attrs.get("layer_names", [])]
+    assigned = set()
+    for layer_name in layer_names:
+        weight_names = [_text(name) for name in group[layer_name].attrs.get("weight_names", [])]
+        if not weight_names:
+            continue
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise ValueError(
+                f"{str(path)!r} holds weights for a layer {layer_name!r} that its model "
+                "configuration does not have."
+            ) from None
+        values = [np.asarray(group[layer_name][name]) for name in weight_names]
+        targets = _match_by_name(layer, weight_names) or (
+            list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        )
+        shapes = [tuple(target.shape) for target in targets]
+        if shapes != [value.shape for value in values]:
+            raise ValueError(
+                f"The weights of layer {layer_name!r} in {str(path)!r} have shapes "
+                f"{[value.shape for value in values]}; the rebuilt layer expects {shapes}."
+            )
+        for target, value in zip(targets, values):
+            target.assign(value)
+        assigned.add(layer_name)
+    missing = [layer.name for layer in model.layers if layer.weights and layer.name not in assigned]
+    if missing:
+        raise ValueError(f"{str(path)!r} holds no weights for the layers {missing} of its model.")
+
+
+def _match_by_name(layer, weight_names):
+    """The variables named like ``.../<layer>/<variable>:0``, or None if any is ambiguous."""
+    candidates = [layer] + (list(walk_layers(layer)) if isinstance(layer, keras.Model) else [])
+    matched = []
+    for weight_name in weight_names:
+        parts = weight_name.split(":")[0].split("/")
+        if len(parts) < 2:
+            return None
+        owners = [each for each in candidates if each.name == parts[-2]]
+        if len(owners) != 1:
+            return None
+        own = [w for w in owners[0].weights if w.name == parts[-1]]
+        if len(own) != 1:
+            return None
+        matched.append(own[0])
+    if len({id(w) for w in matched}) != len(matched):
+        return None
+    return matched
+
+
+# ------------------------------------------------------------ safe mode
 
 
 def _lambda_message(what):
@@ -278,309 +595,9 @@ def _config_has_lambda(config):
 
 
 def _refuse_lambda_layers(model, *, what):
-    for layer in _walk_layers(model):
+    for layer in walk_layers(model):
         if isinstance(layer, keras.layers.Lambda):
             raise ValueError(_lambda_message(what))
-
-
-def _walk_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk_layers(layer)
-
-
-def _prepend_rescaling(model, scale):
-    inputs = keras.Input(shape=model_input_shape(model), name="pixels")
-    scaled = keras.layers.Rescaling(scale, name="input_scale")(inputs)
-    if isinstance(model, keras.Sequential):
-        x = scaled
-        for layer in model.layers:
-            x = layer(x)
-        return keras.Model(inputs, x, name=model.name)
-    # Re-threading the original graph on the rescaled input reuses the layer objects, so
-    # every layer keeps its name at the top level (a nested model would hide them).
-    outputs = model._run_through_graph(scaled, operation_fn=lambda operation: operation)
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-# --------------------------------------------------------------------------- inspecting
-
-
-def model_input_shape(model):
-    """Return the ``(height, width, channels)`` a single-input image model expects."""
-    shape = model.inputs[0].shape if model.inputs else model.input_shape
-    shape = tuple(shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"Expected an image model with inputs of shape (batch, height, width, channels); "
-            f"this model takes {shape}."
-        )
-    return tuple(None if s is None else int(s) for s in shape[1:])
-
-
-def model_n_classes(model):
-    """Return the number of classes of a classifier (the size of its last output axis)."""
-    return int(model.outputs[0].shape[-1])
-
-
-def conv_layer_names(model):
-    """Names of the model's ``Conv2D`` layers, in graph order."""
-    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-
-
-def resolve_conv_layer(model, layer=None):
-    """Return the ``Conv2D`` layer called ``layer`` (default: the last one).
-
-    Raises a ``ValueError`` listing the valid names when the name is unknown or the
-    layer is not a 2-D convolution.
-    """
-    names = conv_layer_names(model)
-    if not names:
-        raise ValueError("The model has no Conv2D layer to work on.")
-    if layer is None:
-        return model.get_layer(names[-1])
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name (str) or None, got {type(layer).__name__}.")
-    all_names = [each.name for each in model.layers]
-    if layer not in all_names:
-        raise ValueError(f"Unknown layer {layer!r}; the model's Conv2D layers are {names}.")
-    if layer not in names:
-        raise ValueError(
-            f"Layer {layer!r} is a {type(model.get_layer(layer)).__name__}, not a Conv2D; "
-            f"the model's Conv2D layers are {names}."
-        )
-    return model.get_layer(layer)
-
-
-# --------------------------------------------------------------------------- running
-
-_COMPILED = weakref.WeakKeyDictionary()
-
-
-def _compiled_forward(model):
-    """One compiled call per model, reused for every batch (and every estimator)."""
-    fn = _COMPILED.get(model)
-    if fn is None:
-        import tensorflow as tf
-
-        shape = (None,) + tuple(model.inputs[0].shape[1:])
-
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
-        def fn(batch):
-            return model(batch, training=False)
-
-        _COMPILED[model] = fn
-    return fn
-
-
-def iter_batches(n_samples, batch_size):
-    """Yield ``slice`` objects covering ``range(n_samples)`` in chunks of ``batch_size``."""
-    for start in range(0, n_samples, batch_size):
-        yield slice(start, min(start + batch_size, n_samples))
-
-
-def forward_batches(model, X, *, batch_size=DEFAULT_BATCH_SIZE, progress=None):
-    """Run ``model`` on ``X`` batch by batch inside one compiled function.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A single-output model.
-    X : ndarray of shape (n_samples, ...)
-        Inputs, already validated; cast to float32.
-    batch_size : int, default=256
-        Images per call.
-    progress : callable, optional
-        Called with the number of images done after each batch (a tqdm ``update``).
-
-    Returns
-    -------
-    outputs : ndarray of shape (n_samples, ...)
-    """
-    X = np.asarray(X, dtype=np.float32)
-    fn = _compiled_forward(model)
-    chunks = []
-    for batch in iter_batches(len(X), batch_size):
-        chunks.append(np.asarray(fn(X[batch])))
-        if progress is not None:
-            progress(batch.stop - batch.start)
-    if not chunks:
-        out_shape = tuple(int(s) for s in model.outputs[0].shape[1:])
-        return np.zeros((0,) + out_shape, dtype=np.float32)
-    return np.concatenate(chunks)
-
-
-def outputs_are_probabilities(model):
-    """Whether the model's last layer applies a softmax (else outputs are logits)."""
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") == "softmax":
-        return True
-    return isinstance(last, keras.layers.Softmax)
-
-
-def predict_proba_batches(model, X, *, batch_size=DEFAULT_BATCH_SIZE, progress=None):
-    """Class probabilities of ``model`` on ``X``; logits are passed through a softmax."""
-    outputs = forward_batches(model, X, batch_size=batch_size, progress=progress)
-    if outputs_are_probabilities(model):
-        return outputs
-    shifted = outputs - outputs.max(axis=1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
-
-
-def layer_activations(model, X, layer, *, batch_size=DEFAULT_BATCH_SIZE):
-    """Outputs of the layer named ``layer`` on ``X``, computed in compiled batches."""
-    head, _ = split_at(model, layer, tail=False)
-    return forward_batches(head, X, batch_size=batch_size)
-
-
-def split_at(model, layer, *, tail=True):
-    """Cut ``model`` after ``layer`` into ``head`` (inputs -> layer output) and ``tail``.
-
-    ``tail`` maps the layer's output to the model's output, through every branch that
-    consumes it (e.g. CSAW ``conv_3`` feeds both ``fc_1`` and ``conv_4``), so
-    ``tail(head(x)) == model(x)``. Both share the model's layers and weights. A sweep that
-    changes only the layer's output runs ``head`` once and ``tail`` per step.
-
-    Raises
-    ------
-    ValueError
-        If the layer name is unknown, or the layer is used at several places of the
-        graph, or the rest of the model depends on more than the layer's output.
-    """
-    name = layer if isinstance(layer, str) else layer.name
-    try:
-        target = model.get_layer(name)
-    except ValueError:
-        raise ValueError(
-            f"Unknown layer {name!r}; the model's layers are {[each.name for each in model.layers]}."
-        ) from None
-    cut = _output_of_layer_in_graph(model, target)
-    head = keras.Model(model.inputs, cut, name=f"{model.name}_head")
-    if not tail:
-        return head, None
-    try:
-        rest = keras.Model(cut, model.outputs, name=f"{model.name}_tail")
-    except Exception as exc:
-        raise ValueError(
-            f"The model's output depends on more than the output of {name!r} (a skip "
-            f"connection around it?); cannot split there: {exc}"
-        ) from exc
-    return head, rest
-
-
-def _output_of_layer_in_graph(model, layer):
-    """The symbolic output of ``layer`` inside ``model``'s own graph.
-
-    A layer object can belong to several graphs (``load_badnet(input_scale=...)``
-    re-threads the user's layers), so ``layer.output`` may be another graph's tensor.
-    """
-    found, seen = [], set()
-    stack = list(model.outputs)
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        if operation is layer:
-            found.append(tensor)
-            continue
-        node = operation._inbound_nodes[node_index]
-        stack.extend(node.input_tensors)
-    unique = {id(t): t for t in found}
-    if len(unique) != 1:
-        raise ValueError(
-            f"Layer {layer.name!r} is used at {len(unique)} places in the model's graph; "
-            "cannot cut there."
-        )
-    return found[0]
-
-
-# --------------------------------------------------------------------------- pruning
-
-
-@keras.saving.register_keras_serializable(package="skbackdoor")
-class ChannelMask(keras.constraints.Constraint):
-    """Keep the masked output channels of a weight at zero after every optimiser step.
-
-    Parameters
-    ----------
-    keep : sequence of bool
-        One entry per output channel (the last axis of the weight); ``False`` channels
-        are held at exactly zero.
-    """
-
-    def __init__(self, keep):
-        self.keep = [bool(k) for k in keep]
-
-    def __call__(self, w):
-        mask = keras.ops.cast(keras.ops.convert_to_tensor(self.keep), w.dtype)
-        return w * mask
-
-    def get_config(self):
-        return {"keep": list(self.keep)}
-
-
-def prune_channels(model, layer, channels):
-    """Zero output channels of a ``Conv2D`` layer in place and keep them at zero in training.
-
-    The channels' kernels and biases are set to zero and a :class:`ChannelMask`
-    constraint is attached to both weights, so any later ``fit`` (Keras applies variable
-    constraints after each optimiser step) leaves them dead. The layer's activation must
-    map 0 to 0 (ReLU, linear, tanh, ...), so that a zero pre-activation is a zero output.
-
-    Work on a copy (:func:`copy_model`): this changes ``model``.
-
-    Parameters
-    ----------
-    model : keras.Model
-    layer : str
-        Name of a ``Conv2D`` layer.
-    channels : array-like of int
-        Output channels to prune (already pruned channels stay pruned).
-
-    Returns
-    -------
-    model : keras.Model
-        The same object, pruned.
-    """
-    conv = resolve_conv_layer(model, layer)
-    n_channels = conv.filters
-    channels = np.asarray(channels, dtype=np.int64).ravel()
-    if channels.size and (channels.min() < 0 or channels.max() >= n_channels):
-        raise ValueError(f"Channels must lie in [0, {n_channels}); got {channels.tolist()}.")
-    activation = conv.activation
-    if activation is not None and float(np.asarray(activation(np.zeros((1,), "float32")))[0]) != 0.0:
-        raise ValueError(
-            f"Layer {conv.name!r} uses an activation that does not map 0 to 0 "
-            f"({getattr(activation, '__name__', activation)}); zeroing its weights would not "
-            "silence the channel."
-        )
-    keep = np.ones(n_channels, dtype=bool)
-    previous = getattr(conv.kernel, "constraint", None)
-    if isinstance(previous, ChannelMask):
-        keep &= np.asarray(previous.keep, dtype=bool)
-    keep[channels] = False
-    mask = ChannelMask(keep)
-    for weight in (conv.kernel, conv.bias):
-        if weight is None:
-            continue
-        weight.assign(np.asarray(weight) * keep.astype(np.asarray(weight).dtype))
-        weight.constraint = mask
-    return model
-
-
-def pruned_channel_mask(model, layer):
-    """Boolean keep-mask of a layer pruned by :func:`prune_channels` (all True if none)."""
-    conv = resolve_conv_layer(model, layer)
-    constraint = getattr(conv.kernel, "constraint", None)
-    if isinstance(constraint, ChannelMask):
-        return np.asarray(constraint.keep, dtype=bool)
-    return np.ones(conv.filters, dtype=bool)
 
 
 # --------------------------------------------------------------------------- copying
@@ -642,8 +659,3 @@ def model_from_bytes(data, *, safe_mode=True):
         if weight.path in masks:
             weight.constraint = ChannelMask(masks[weight.path])
     return model
-
-
-def check_model_images(model, X, *, name="X", allow_empty=False):
-    """Validate ``X`` against the input shape of ``model`` (see ``check_images``)."""
-    return check_images(X, input_shape=model_input_shape(model), name=name, allow_empty=allow_empty)

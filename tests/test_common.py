@@ -4,7 +4,11 @@ The checks feed tabular data, shape (n_samples, n_features), to ``fit``. Our est
 wrap a Keras image model and take image batches (n_samples, height, width, channels), so
 every check that fits or predicts on tabular data fails at input validation, with our
 message naming the expected image shape. Those checks are listed below with that
-reason and run in strict xfail mode: if one starts to pass, the list must be revisited.
+reason and run in strict xfail mode (``xfail_strict=True``): each of them fails
+deterministically, for every estimator, at the first ``fit`` or ``predict`` on tabular data
+(no randomness or timing is involved, and ``test_expected_failures_fail_for_the_stated_reason``
+pins the reason), so a check that starts to pass is an XPASS that fails the suite and the
+list must be revisited.
 The API checks (cloning, get/set_params, repr, tags, parameter validation, unfitted
 errors, sparse/complex refusal) run and must pass. Image-based equivalents of the
 listed behaviours (fit returns self, pickling, idempotent fit, NaN refusal, ...) are
@@ -76,7 +80,7 @@ def expected_failed_checks(estimator):
     return {name: TABULAR for name in names}
 
 
-@parametrize_with_checks(estimators(), expected_failed_checks=expected_failed_checks, xfail_strict=False)
+@parametrize_with_checks(estimators(), expected_failed_checks=expected_failed_checks, xfail_strict=True)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 

@@ -421,3 +421,61 @@ def test_load_images_bad_files(rgb_images, tmp_path):
         load_images([tmp_path])
     with pytest.raises(ValueError, match="paths is empty"):
         load_images([])
+
+
+def _write_png_16_bit_rgb(path, pixels):
+    """A 16-bit-per-channel RGB PNG, written by hand (Pillow cannot write one)."""
+    import zlib
+
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+def test_load_images_scales_16_bit_png_to_8_bit(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 65536, size=(6, 5), dtype=np.uint16)
+    values[0, :2] = (0, 65535)
+    gray = tmp_path / "gray16.png"
+    Image.fromarray(values).save(gray)
+    expected = np.round(values / 257).astype(np.uint8)
+    X = load_images(gray, mode="L")
+    assert X.dtype == np.uint8 and X.shape == (1, 6, 5, 1)
+    np.testing.assert_array_equal(X[0, ..., 0], expected)  # not clipped to 255
+    assert (X == 255).mean() < 0.05
+    np.testing.assert_array_equal(load_images(gray, mode="RGB")[0], np.repeat(expected[..., None], 3, axis=-1))
+
+    colour = rng.integers(0, 65536, size=(6, 5, 3), dtype=np.uint16)
+    path = tmp_path / "rgb16.png"
+    _write_png_16_bit_rgb(path, colour)
+    X = load_images(path)
+    assert np.abs(X[0].astype(int) - colour / 257).max() <= 1  # Pillow keeps the high byte
+
+
+def test_load_images_refuses_32_bit_and_float_images(tmp_path):
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(path)
+    with pytest.raises(ValueError, match=r"float\.tiff is a floating-point image"):
+        load_images(path)
+
+
+def test_save_csaw_h5_round_trip(tmp_path):
+    from skbackdoor.datasets import save_csaw_h5
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3, 55, 47, 3)).astype(np.uint8)
+    save_csaw_h5(tmp_path / "faces.h5", X, [5, 0, 1282])
+    with h5py.File(tmp_path / "faces.h5") as handle:
+        assert handle["data"].shape == (3, 3, 55, 47)  # the challenge's channels-first layout
+    X_read, y_read = load_csaw_h5(tmp_path / "faces.h5")
+    np.testing.assert_array_equal(X_read, X)
+    assert y_read.tolist() == [5, 0, 1282]
+    with pytest.raises(ValueError, match="3 images"):
+        save_csaw_h5(tmp_path / "bad.h5", X, [0, 1])

@@ -134,9 +134,12 @@ def test_detection_rates_goodnet_convention():
     poisoned_pred = np.array([n_classes, 0, n_classes, n_classes])
     assert false_rejection_rate(clean_pred, poisoned_label=n_classes) == 0.5
     assert false_acceptance_rate(poisoned_pred, poisoned_label=n_classes) == 0.25
-    # With the default -1 none of these labels counts as flagged.
-    assert false_rejection_rate(clean_pred) == 0.0
-    assert false_acceptance_rate(poisoned_pred) == 1.0
+    # With the default -1 these labels are not a detector's +1/-1: refused, not a
+    # silent FRR of 0 and FAR of 1.
+    with pytest.raises(ValueError, match="neither \\+1 \\(clean\\) nor -1.*poisoned_label=N"):
+        false_rejection_rate(clean_pred)
+    with pytest.raises(ValueError, match="y_pred_poisoned holds the labels 0, 10, neither"):
+        false_acceptance_rate(poisoned_pred)
 
 
 def test_column_vectors_are_accepted():
@@ -151,19 +154,55 @@ def test_column_vectors_are_accepted():
         (lambda: clean_accuracy_score([0, 1], np.eye(2)), "y_pred must be a 1-D array"),
         (lambda: attack_success_rate(0, []), "y_pred is empty"),
         (lambda: attack_success_rate([0, 1], [0, 1, 1]), "same length"),
-        (lambda: attack_success_rate(None, [0, 1]), "y_target must be a label"),
+        (lambda: attack_success_rate(None, [0, 1]), "'y_target' parameter of attack_success_rate must be"),
         (lambda: attack_success_rate(0, [0, 1], sample_weight=[1]), "sample_weight has 1"),
         (lambda: attack_success_rate(0, [0, 1], sample_weight=[1, -1]), "non-negative"),
         (lambda: attack_success_rate(0, [0, 1], sample_weight=[0, 0]), "sums to zero"),
         (lambda: false_rejection_rate([]), "y_pred_clean is empty"),
         (lambda: false_acceptance_rate(np.ones((2, 2))), "y_pred_poisoned must be a 1-D"),
-        (lambda: false_rejection_rate([1], poisoned_label=0.5), "poisoned_label must be"),
-        (lambda: false_acceptance_rate([1], poisoned_label=None), "poisoned_label must be"),
+        (lambda: false_rejection_rate([1], poisoned_label=0.5), "'poisoned_label' parameter .* must be an integer label"),
+        (lambda: false_acceptance_rate([1], poisoned_label=None), "'poisoned_label' parameter .* must be an integer label"),
+        (lambda: false_rejection_rate([1], poisoned_label=True), "'poisoned_label' parameter"),
     ],
 )
 def test_metric_input_validation(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_text_target_against_numeric_predictions_is_refused():
+    # "0" never equals 0: the rate would silently be 0.0 (issue 15).
+    with pytest.raises(ValueError, match="y_target holds text labels but y_pred holds numbers.*0 rather than '0'"):
+        attack_success_rate("0", [0, 0, 1])
+    with pytest.raises(ValueError, match="y_pred holds text labels but y_target holds numbers"):
+        attack_success_rate([0, 1], np.array(["0", "1"]))
+    with pytest.raises(ValueError, match="y_true holds text labels but y_pred holds numbers"):
+        clean_accuracy_score(["0", "1"], [0, 1])
+    # Text on both sides is fine.
+    assert attack_success_rate("cat", ["cat", "dog"]) == 0.5
+
+
+def test_detection_rates_refuse_labels_of_another_convention():
+    # A GoodNet's (or classifier's) labels with the detector default -1 (issue 15).
+    with pytest.raises(ValueError, match=r"y_pred_clean holds the label 0, neither \+1 \(clean\) nor -1"):
+        false_rejection_rate([0, 1, 1])
+    # A detector's +1/-1 with a GoodNet's poisoned label N.
+    with pytest.raises(ValueError, match=r"holds the label -1, outside the labels 0 .. 10.*poisoned_label=-1"):
+        false_acceptance_rate([1, -1, 1], poisoned_label=10)
+    with pytest.raises(ValueError, match="label 11, outside the labels 0 .. 10"):
+        false_rejection_rate([0, 11], poisoned_label=10)
+    with pytest.raises(ValueError, match="poisoned_label holds text labels but y_pred_clean holds numbers"):
+        false_rejection_rate([1, -1], poisoned_label="poisoned")
+    assert false_rejection_rate(np.array(["ok", "poisoned"]), poisoned_label="poisoned") == 0.5
+    assert false_acceptance_rate([1.0, -1.0]) == 0.5
+
+
+def test_frr_scorer_refuses_goodnet_labels_with_the_detector_default(digits_backdoor):
+    X, y, _ = digits_backdoor
+    clf = CornerTriggerClassifier().fit(X, y)
+    with pytest.raises(ValueError, match="pass poisoned_label=N"):
+        make_frr_scorer()(clf, X, None)
+    assert make_frr_scorer(poisoned_label=10)(clf, X, None) == 0.0
 
 
 # ------------------------------------------------------------------------- scorers
@@ -237,11 +276,11 @@ def test_scorer_factories_validate_inputs(digits_backdoor):
         make_asr_scorer(X_poisoned[:0], TARGET)
     with pytest.raises(ValueError, match="same length"):
         make_asr_scorer(X_poisoned, [TARGET, TARGET])
-    with pytest.raises(ValueError, match="y_target must be a label"):
+    with pytest.raises(ValueError, match="'y_target' parameter of make_asr_scorer must be"):
         make_asr_scorer(X_poisoned, None)
     with pytest.raises(ValueError, match="X_poisoned must be an image array"):
         make_far_scorer(X_poisoned.reshape(len(X_poisoned), -1))
-    with pytest.raises(ValueError, match="poisoned_label must be"):
+    with pytest.raises(ValueError, match="'poisoned_label' parameter of make_frr_scorer must be"):
         make_frr_scorer(poisoned_label=1.5)
 
 
@@ -255,7 +294,8 @@ def test_scorer_keeps_uint8_pixels():
 def test_scorers_and_refit_rules_pickle(digits_backdoor):
     X, y, X_poisoned = digits_backdoor
     clf = CornerTriggerClassifier(trigger_threshold=8.0).fit(X, y)
-    scoring = {**backdoor_scoring(X_poisoned, TARGET), **detection_scoring(X_poisoned)}
+    # The classifier answers the classes 0..9, a GoodNet's labels with no poisoned one.
+    scoring = {**backdoor_scoring(X_poisoned, TARGET), **detection_scoring(X_poisoned, poisoned_label=10)}
     for name, scorer in scoring.items():
         restored = pickle.loads(pickle.dumps(scorer))
         assert restored(clf, X, y) == scorer(clf, X, y), name
@@ -363,7 +403,7 @@ def test_refit_rule_custom_keys_and_missing_keys():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "0.1", None, True])
 def test_refit_rule_bound_validation(bad):
-    with pytest.raises(ValueError, match="max_asr must be a rate"):
+    with pytest.raises(ValueError, match=r"'max_asr' parameter .* must be a float in the range \[0.0, 1.0\]"):
         best_cca_under_asr(max_asr=bad)
-    with pytest.raises(ValueError, match="max_frr must be a rate"):
+    with pytest.raises(ValueError, match=r"'max_frr' parameter .* must be a float in the range \[0.0, 1.0\]"):
         best_far_under_frr(max_frr=bad)

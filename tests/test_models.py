@@ -1,10 +1,15 @@
 """skbackdoor.models: loading BadNets, batched forward passes, cutting, pruning, copying."""
 
+import gc
+import logging
+import weakref
+
 import h5py
 import keras
 import numpy as np
 import pytest
 
+from skbackdoor._forward import compiled_forward
 from skbackdoor.models import (
     ARCHITECTURES,
     conv_layer_names,
@@ -155,10 +160,10 @@ def test_weights_that_do_not_fit_the_architecture(csaw_dir):
         load_badnet(csaw_dir / "lab3_bd_weights.h5", architecture=lambda: csaw_deepid(n_classes=10))
 
 
-def test_lambda_layers_are_refused_under_safe_mode(tmp_path):
+def test_lambda_layers_are_refused_in_files_under_safe_mode(tmp_path):
     model = tiny_model(lambda_layer=True)
-    with pytest.raises(ValueError, match="Lambda layer"):
-        load_badnet(model)
+    # an in-memory model is the user's own object, already built: not refused
+    assert load_badnet(model) is model
     assert load_badnet(model, safe_mode=False) is model
     keras_path = tmp_path / "lambda.keras"
     model.save(keras_path)
@@ -282,3 +287,53 @@ def test_copy_and_bytes_round_trip_keep_weights_and_masks(images):
     assert pruned_channel_mask(restored, "conv_b").tolist() == [True, True, True, False, True, True]
     copied.get_layer("conv_a").kernel.assign(np.zeros_like(copied.get_layer("conv_a").kernel.numpy()))
     assert np.any(model.get_layer("conv_a").kernel.numpy() != 0)
+
+
+# ----------------------------------------------------------------------------- compiled passes
+
+
+def test_repeated_passes_trace_once_per_model_and_layer(images):
+    model = tiny_model()
+    for batch_size in (1, 5, 64, 256):
+        forward_batches(model, images, batch_size=batch_size)
+        predict_proba_batches(model, images[:7], batch_size=batch_size)
+        layer_activations(model, images, "conv_a", batch_size=batch_size)
+        layer_activations(model, images, "conv_b", batch_size=batch_size)
+    assert compiled_forward(model).experimental_get_tracing_count() == 1
+    assert compiled_forward(model, "conv_a").experimental_get_tracing_count() == 1
+    assert compiled_forward(model, "conv_b").experimental_get_tracing_count() == 1
+    assert compiled_forward(model, "conv_a") is compiled_forward(model, "conv_a")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_many_models_print_no_retracing_warning(images):
+    records = _Records()
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(records)
+    try:
+        model = tiny_model()
+        for _ in range(12):  # what a grid search does: a fresh copy per candidate
+            copied = copy_model(model)
+            forward_batches(copied, images)
+            layer_activations(copied, images, "conv_b")
+    finally:
+        logger.removeHandler(records)
+    assert not [message for message in records.messages if "retracing" in message]
+
+
+def test_compiled_passes_do_not_keep_a_model_alive(images):
+    model = tiny_model()
+    forward_batches(model, images)
+    layer_activations(model, images, "conv_a")
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
