@@ -346,6 +346,12 @@ def load(name, *, cache=None, train_missing=True, log=print):
     )
 
 
+def cached_names(cache=None):
+    """Names of the matrix's BadNets already in the cache."""
+    folder = cache_dir(cache)
+    return [name for name in ZOO if (folder / f"{name}.keras").exists() and (folder / f"{name}.json").exists()]
+
+
 def write_ready_file(path, cache=None):
     folder = cache_dir(cache)
     lines = ["# BadNets of benchmarks/_zoo.py cached in " + str(folder),

@@ -54,6 +54,8 @@ def parse_args():
     parser.add_argument("--names", nargs="*", default=None, help="BadNets of _zoo.ZOO (default: by mode)")
     parser.add_argument("--defenses", nargs="*", default=None, help="names of DEFENSES (default: all)")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="skip the BadNets not cached yet instead of training them")
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows of the last run of this mode and measure only the missing ones")
     return parser.parse_args()
@@ -160,6 +162,9 @@ def main():
                                data={"rows": rows, "timing": timing, "partial": partial},
                                comparison=comparison)
 
+    if args.skip_missing:
+        cached = set(_zoo.cached_names())
+        jobs = [(name, defense) for name, defense in jobs if name in cached]
     for name, defense in jobs:
         net = _zoo.load(name, log=_harness.log)
         _harness.log(f"{name}: {defense}")
@@ -169,7 +174,9 @@ def main():
     if timing_wanted and timing is None:
         timing = timing_row(_fine_pruner())
         _harness.log(f"timing: {timing}")
-    write(partial=False)
+    measured = {(r["badnet"], r["defense"]) for r in rows}
+    complete = all((name, defense) in measured for name in names for defense in defenses)
+    write(partial=not (complete and (timing is not None or not timing_wanted)))
 
 
 if __name__ == "__main__":
