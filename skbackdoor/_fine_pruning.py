@@ -22,10 +22,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseRepair, progress_bar
-from ._fine_tuning import fine_tune
+from ._fine_tuning import RECIPES, fine_tune, plain_recipe, repair_recipe
 from ._pruning_sweep import _naive_pruning_curve, _PruningSweep  # noqa: F401  (tests and benchmarks import them here)
 from ._validation import check_labels
-from .models import copy_model, prune_channels, resolve_conv_layer
+from .models import copy_model, default_prune_layer, prune_channels, resolve_conv_layer
 
 __all__ = ["FinePruner"]
 
@@ -34,7 +34,10 @@ class FinePruner(BaseRepair):
     """Repair a backdoored Keras classifier by Fine-Pruning (Liu et al., RAID 2018).
 
     ``fit`` ranks the output channels of one convolution on clean data, prunes them in
-    increasing order, and fine-tunes the pruned network on the clean data with Adam.
+    increasing order, and fine-tunes the pruned network on the clean data with the
+    recipe ``fine_tuning``: by default FST's (a re-initialised head pushed away from the
+    original, SGD with momentum and a cosine schedule, distilling the BadNet's clean
+    predictions), the paper's Adam recipe with ``fine_tuning="plain"``.
     Pruned channels are held at exactly zero during fine-tuning by a weight constraint
     (:class:`skbackdoor.models.ChannelMask`), not left to chance. The repaired network
     is ``model_``; ``predict``, ``predict_proba`` and ``score`` use it. The user's model
@@ -47,8 +50,10 @@ class FinePruner(BaseRepair):
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
     layer : str, default=None
-        Name of the ``Conv2D`` layer to prune. ``None`` takes the last convolution.
-        The paper prunes the last convolutional layer; the CSAW-HackML reports prune
+        Name of the ``Conv2D`` layer to prune. ``None`` takes the last convolution
+        that is not the classifier itself
+        (:func:`~skbackdoor.models.default_prune_layer`: on a network-in-network net
+        ending in a 1x1 class-score convolution, the one before it). The paper prunes the last convolutional layer; the CSAW-HackML reports prune
         ``conv_3`` of the DeepID net, whose channels feed both ``fc_1`` and ``conv_4``.
     ranking : {"activation", "l1"}, default="activation"
         Order of pruning. ``"activation"`` (the paper): increasing mean activation of
@@ -66,12 +71,39 @@ class FinePruner(BaseRepair):
         channel that takes it below (and always leaves one channel). In accuracy units: ``0.04`` is 4 points, the
         paper's and the CSAW reports' middle setting (they saved models at 2%, 4%
         and 10%).
-    learning_rate : float, default=1e-3
-        Adam learning rate of the fine-tuning.
-    epochs : int, default=10
-        Fine-tuning epochs. ``0`` gives pruning alone.
+    fine_tuning : {"fst", "sgd", "sam", "plain"}, default="fst"
+        The fine-tuning recipe (:func:`skbackdoor._fine_tuning.repair_recipe`).
+        ``"plain"``: **the paper's recipe**, Adam at a fixed learning rate (1e-3, 10
+        epochs by default), the only recipe before 0.2. ``"sgd"``: BackdoorBench's
+        fine-tuning, SGD with momentum 0.9, a cosine decay of the learning rate to
+        zero and ``weight_decay``. ``"fst"``: the same, with the classifier head (the
+        last ``Dense`` or convolution) re-initialised, the penalty ``alignment *
+        cos(W, W_original)`` and the head rescaled to its original norm after each
+        step (feature shift tuning, Min et al., NeurIPS 2023). ``"sam"``: ``"sgd"``
+        with adaptive sharpness-aware steps of radius ``sam_rho`` and label
+        smoothing 0.1 (FT-SAM, Zhu et al., ICCV 2023), about twice the cost.
+    learning_rate : float, default=None
+        Initial learning rate; ``None``: 1e-3 for ``"plain"``, 0.01 otherwise.
+    epochs : int, default=None
+        Fine-tuning epochs; ``None``: 10 for ``"plain"``, 20 otherwise. ``0`` gives
+        pruning alone.
     batch_size : int, default=64
         Fine-tuning mini-batch size.
+    weight_decay : float, default=5e-4
+        Decoupled weight decay of the SGD recipes (not ``"plain"``).
+    augmentation : {None, "shift", "shift+flip"}, default=None
+        Augmentation of the SGD recipes: random translations by up to an eighth of
+        the image (zero-padded crops), and random horizontal flips (only for data
+        whose classes survive a mirror: not digits or signs). Off by default: on the
+        tuning BadNets shifting cost clean accuracy (networks not trained with it).
+    alignment : float, default=1.0
+        Weight of FST's alignment penalty (``"fst"`` only).
+    sam_rho : float, default=2.0
+        Radius of the sharpness-aware steps (``"sam"`` only).
+    distillation : float, default=1.0
+        Weight of a distillation term for the SGD recipes: cross-entropy towards the
+        BadNet's own predictions on the same clean images (which keeps its clean
+        behaviour; no triggered image is ever seen). ``0`` turns it off.
     validation_fraction : float in (0, 1), default=None
         Share of the fit data held out, stratified by class, to measure the pruning
         curve and the stopping rule, and reported as ``val_accuracy`` in
@@ -172,6 +204,14 @@ class FinePruner(BaseRepair):
 
     _parameter_constraints = {
         **BaseRepair._parameter_constraints,
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), None],
+        "fine_tuning": [StrOptions(set(RECIPES))],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "augmentation": [StrOptions({"shift", "shift+flip"}), None],
+        "alignment": [Interval(numbers.Real, 0, None, closed="left")],
+        "sam_rho": [Interval(numbers.Real, 0, None, closed="left")],
+        "distillation": [Interval(numbers.Real, 0, None, closed="left")],
         "layer": [str, None],
         "ranking": [StrOptions({"activation", "l1"})],
         "prune_fraction": [Interval(numbers.Real, 0, 1, closed="left"), None],
@@ -187,9 +227,15 @@ class FinePruner(BaseRepair):
         ranking="activation",
         prune_fraction=None,
         max_accuracy_drop=0.04,
-        learning_rate=1e-3,
-        epochs=10,
+        fine_tuning="fst",
+        learning_rate=None,
+        epochs=None,
         batch_size=64,
+        weight_decay=5e-4,
+        augmentation=None,
+        alignment=1.0,
+        sam_rho=2.0,
+        distillation=1.0,
         validation_fraction=None,
         random_state=None,
         verbose=0,
@@ -199,16 +245,22 @@ class FinePruner(BaseRepair):
         self.ranking = ranking
         self.prune_fraction = prune_fraction
         self.max_accuracy_drop = max_accuracy_drop
+        self.fine_tuning = fine_tuning
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.augmentation = augmentation
+        self.alignment = alignment
+        self.sam_rho = sam_rho
+        self.distillation = distillation
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.verbose = verbose
 
     def _repair(self, badnet, X, y, *, rng, seed):
         """Rank the channels of ``layer``, prune them by the stopping rule, fine-tune."""
-        conv = resolve_conv_layer(badnet, self.layer)
+        conv = resolve_conv_layer(badnet, default_prune_layer(badnet) if self.layer is None else self.layer)
         tune_rows, holdout_rows = self._split(y, rng)
         model = copy_model(badnet)
         self.layer_ = conv.name
@@ -228,11 +280,32 @@ class FinePruner(BaseRepair):
             model,
             X[tune_rows],
             y[tune_rows],
-            recipe=self._fine_tuning_recipe(),
+            recipe=self._fine_tuning_recipe(badnet, seed),
             validation=validation,
             verbose=self.verbose,
         )
         return model
+
+    def _fine_tuning_recipe(self, badnet=None, seed=None):
+        """The recipe named by ``fine_tuning``, with the defaults of ``None`` resolved."""
+        plain = self.fine_tuning == "plain"
+        learning_rate = (1e-3 if plain else 0.01) if self.learning_rate is None else self.learning_rate
+        epochs = (10 if plain else 20) if self.epochs is None else self.epochs
+        if plain:
+            return plain_recipe(learning_rate=learning_rate, epochs=epochs, batch_size=self.batch_size)
+        return repair_recipe(
+            self.fine_tuning,
+            learning_rate=learning_rate,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            augmentation=self.augmentation,
+            alignment=self.alignment,
+            sam_rho=self.sam_rho,
+            distillation=self.distillation,
+            teacher=badnet if self.distillation else None,
+            seed=seed,
+        )
 
     def _rank_and_sweep(self, model, X, y, holdout_rows):
         """Set the channel ranking and the pruning curve (on ``holdout_rows``); return its accuracies."""
