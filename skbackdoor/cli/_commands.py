@@ -104,11 +104,11 @@ def scan(args):
     folder.mkdir(parents=True, exist_ok=True)
     files = {label: _write_trigger(cleanse, label, X, folder) for label in written}
 
-    threshold = cleanse.anomaly_threshold
+    threshold = cleanse.anomaly_threshold_
     if flagged:
         print(f"backdoored: yes, {len(flagged)} label(s) flagged (anomaly index above {threshold:g})")
     else:
-        print(f"backdoored: no label flagged (no anomaly index above {threshold:g} below the median)")
+        print(f"backdoored: no label flagged (no anomaly index above {threshold:g})")
     print(f"{'label':>6}  {'anomaly index':>13}  {'trigger L1 norm':>15}  {'attack success':>14}  flagged")
     for label in list(dict.fromkeys(flagged + by_size[:_SHOWN_LABELS].tolist())):
         print(
