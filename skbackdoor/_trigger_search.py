@@ -125,11 +125,10 @@ class _TriggerSearch:
     the freed slot takes the next label of the queue, so no step is spent on padding
     or on labels that are done, except in the last wave.
 
-    Convergence (``n_steps_no_change``): once the cost schedule has met the boundary
-    of what the label needs (it had to lower the cost at least once, as in the early
-    stopping of the authors' code), the label stops when its smallest working mask
-    has not shrunk by a relative ``tol`` for ``n_steps_no_change`` consecutive steps.
-    ``None`` runs every label for ``steps`` steps.
+    Convergence (``n_steps_no_change``): once the label's mask-size weight is on (its
+    trigger works), the label stops when its smallest working mask has not shrunk by
+    a relative ``tol`` for ``n_steps_no_change`` consecutive steps. ``None`` runs
+    every label for ``steps`` steps.
 
     ``patience`` is the number of consecutive steps the cost schedule waits before it
     moves; ``pixels_per_step`` bounds the pixels of the triggered images of one step
@@ -272,7 +271,6 @@ class _SearchState:
         self.cost_wait = variable((n_slots,), tf.int32)
         self.above = variable((n_slots,), tf.int32)
         self.below = variable((n_slots,), tf.int32)
-        self.lowered = variable((n_slots,), tf.bool)
         self.best_norm = variable((n_slots,))
         self.best_mask = variable(mask_shape)
         self.best_pattern = variable(pattern_shape)
@@ -340,11 +338,10 @@ class _SearchState:
         self.below.assign(tf.where(lower, zero, below))
 
         # Convergence: steps since the best mask last shrank by `tol`, counted once the
-        # schedule has had to lower the cost (it has found what the label needs).
-        self.lowered.assign(self.lowered | lower)
+        # mask-size weight is on (the trigger works and is being shrunk).
         shrank = works & (norms < self.anchor_norm * (1.0 - tol))
         self.anchor_norm.assign(tf.where(shrank, norms, self.anchor_norm))
-        counting = self.lowered & active & ~shrank
+        counting = (cost > 0.0) & active & ~shrank
         self.no_change.assign(tf.where(counting, self.no_change + one, zero))
 
     def _adam(self, gradients, active, learning_rate):
@@ -390,7 +387,6 @@ class _SearchState:
             put(variable, 0)
         put(self.best_norm, np.inf)
         put(self.anchor_norm, np.inf)
-        put(self.lowered, False)
         put(self.done, False)
 
     def result(self):
