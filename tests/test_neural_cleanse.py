@@ -46,7 +46,7 @@ def test_flags_the_target_label(cleansed, patch_badnet):
     assert cleansed.is_backdoored_
     assert cleansed.flagged_labels_.tolist() == [patch_badnet.target]
     index = cleansed.anomaly_index_
-    assert index[patch_badnet.target] > cleansed.anomaly_threshold
+    assert index[patch_badnet.target] > cleansed.anomaly_threshold_
     assert np.nanargmax(index) == patch_badnet.target
     assert np.nanargmin(cleansed.mask_norms_) == patch_badnet.target
     # The reversed trigger works on the BadNet.
@@ -104,6 +104,36 @@ def test_every_anomalous_label_is_flagged_and_unlearned(patch_badnet, monkeypatc
     assert cleanse.anomaly_threshold_ == pytest.approx(automatic_threshold(10))
     assert cleanse.unlearned_labels_.tolist() == [0, 4]
     assert cleanse.residual_mask_norms_.shape == (1, 2)
+
+
+@pytest.fixture(scope="module")
+def two_target_badnet(digits):
+    """A digits BadNet with two backdoors: bottom-right patch -> 0, top-left patch -> 1."""
+    from sklearn.model_selection import train_test_split
+
+    from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, train_badnet
+
+    X, y = digits
+    X_train, X_rest, y_train, y_rest = train_test_split(X, y, train_size=1000, stratify=y, random_state=0)
+    X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, train_size=400, stratify=y_rest, random_state=0)
+    triggers = [PatchTrigger.square(size=2, value=16, location=where) for where in ("bottom-right", "top-left")]
+    model = train_badnet(X_train, y_train, trigger=triggers, target=[0, 1], poison_rate=[0.1, 0.1],
+                         n_classes=10, epochs=12, batch_size=32, random_state=0)
+    poisoned = [make_poisoned_test_set(X_test, y_test, trigger, target) for trigger, target in zip(triggers, [0, 1])]
+    return model, X_val, y_val, X_test, y_test, poisoned
+
+
+def test_both_targets_of_a_two_target_badnet_are_flagged_and_unlearned(two_target_badnet):
+    model, X_val, y_val, X_test, y_test, poisoned = two_target_badnet
+    for (X_poisoned, y_target) in poisoned:
+        assert _accuracy(predict_proba_batches(model, X_poisoned).argmax(1), y_target) > 0.9
+    cleanse = NeuralCleanse(model=model, **FAST).fit(X_val, y_val)
+    assert sorted(cleanse.flagged_labels_.tolist()) == [0, 1]
+    assert cleanse.unlearned_labels_.tolist() == [0, 1]
+    others = np.setdiff1d(np.arange(10), [0, 1])
+    assert np.all(cleanse.anomaly_index_[others] < cleanse.anomaly_threshold_)
+    for (X_poisoned, y_target) in poisoned:
+        assert _accuracy(cleanse.predict(X_poisoned), y_target) < 0.1
 
 
 def test_reversed_mask_sits_on_the_trigger(cleansed, patch_badnet):
@@ -218,9 +248,12 @@ def test_labels_restrict_the_scan_and_results_do_not_depend_on_batching(cleansed
     np.testing.assert_array_equal(subset.scanned_labels_, [0, 3, 5])
     assert np.isnan(subset.mask_norms_[[1, 2, 4, 6, 7, 8, 9]]).all()
     assert np.isnan(subset.anomaly_index_[[1, 2]]).all()
-    # A label's search depends on its own seed only: same masks as in the full scan.
-    np.testing.assert_allclose(subset.masks_, cleansed.masks_[[0, 3, 5]], atol=1e-5)
-    np.testing.assert_allclose(subset.mask_norms_[[0, 3, 5]], cleansed.mask_norms_[[0, 3, 5]], rtol=1e-4)
+    # A label's search depends on its own seed only: the masks of the full scan. Not to
+    # the last bit: the network's rounding differs with the batch (1 label per call vs
+    # 10), and over 300 steps a discrete decision (99 % success, a 1 % shrink) can flip;
+    # the exact independence is pinned in test_trigger_search.
+    np.testing.assert_allclose(subset.masks_, cleansed.masks_[[0, 3, 5]], atol=1e-2)
+    np.testing.assert_allclose(subset.mask_norms_[[0, 3, 5]], cleansed.mask_norms_[[0, 3, 5]], rtol=2e-2)
 
 
 def test_screening_shortlists_the_target(patch_badnet):
@@ -377,7 +410,7 @@ def test_plots(cleansed):
     )
     assert axes.shape == (3, 4)
     assert axes[0, 0].get_title().startswith("label 0")  # smallest norm first
-    ax = plot_anomaly_index(cleansed.anomaly_index_, threshold=cleansed.anomaly_threshold,
+    ax = plot_anomaly_index(cleansed.anomaly_index_, threshold=cleansed.anomaly_threshold_,
                             flagged=cleansed.flagged_labels_)
     assert len(ax.patches) == 10
     plt.close("all")
