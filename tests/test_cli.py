@@ -333,7 +333,7 @@ def test_help_and_version_do_not_import_tensorflow():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False False"
     assert result.stdout.startswith("skbackdoor ")
-    assert "(default: 1000)" in " ".join(result.stdout.split())  # --steps shows its default
+    assert "(default: 300)" in " ".join(result.stdout.split())  # --steps shows its default
     assert elapsed < 10  # about 0.5 s on an idle machine; generous for a loaded one
 
 

@@ -104,7 +104,7 @@ def scan(args):
     folder.mkdir(parents=True, exist_ok=True)
     files = {label: _write_trigger(cleanse, label, X, folder) for label in written}
 
-    threshold = cleanse.anomaly_threshold
+    threshold = cleanse.anomaly_threshold_
     if flagged:
         print(f"backdoored: yes, {len(flagged)} label(s) flagged (anomaly index above {threshold:g})")
     else:

@@ -95,6 +95,16 @@ def positive_int(text):
     return value
 
 
+def anomaly_threshold(text):
+    """A non-negative z-score, or "auto" (NeuralCleanse's multiple-testing threshold)."""
+    if str(text) == "auto":
+        return "auto"
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or at least 0, got {text}")
+    return value
+
+
 def _common_options():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -156,9 +166,10 @@ def _scan_options(parser, *, title):
         help="clean images per label in each step of the trigger search",
     )
     group.add_argument(
-        "--anomaly-threshold", type=float, metavar="Z", default=nc.get("anomaly_threshold"),
-        help="flag a label whose anomaly index (robust z-score of its trigger's size, "
-        "below the median) exceeds this; 2 is the paper's choice",
+        "--anomaly-threshold", type=anomaly_threshold, metavar="Z", default=nc.get("anomaly_threshold"),
+        help="flag a label whose anomaly index (one-sided robust z-score of the log of its "
+        "trigger's size) exceeds this; 'auto' corrects for the number of labels, 2 is the "
+        "paper's per-label choice",
     )
     group.add_argument(
         "--max-images", type=positive_int, metavar="N",
