@@ -16,7 +16,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 
-from ._graph import split_at  # noqa: E402
+from ._graph import producer, split_at  # noqa: E402
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -127,13 +127,80 @@ def _empty(model, layer):
     return np.zeros((0,) + tuple(int(s) for s in shape[1:]), dtype=np.float32)
 
 
+# Layers that pass their input's values through at inference, looked through when
+# finding the activation that produced a model's output.
+_PASS_THROUGH = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+)
+_PROBABILITY_VERDICTS = weakref.WeakKeyDictionary()
+
+
 def outputs_are_probabilities(model):
-    """Whether the model's last layer applies a softmax (else outputs are logits)."""
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") == "softmax":
-        return True
-    return isinstance(last, keras.layers.Softmax)
+    """Whether the model outputs class probabilities (else logits, passed through a softmax).
+
+    Decided by the activation that produced the output, wherever it sits: inside a
+    nested model, or before layers that pass values through unchanged at inference
+    (dropout, noise, flatten, reshape, a linear ``Activation``). A softmax (a layer's
+    ``activation`` or a ``Softmax`` layer) means probabilities; a ``Dense`` or
+    convolution without activation means logits. Anything else (a custom or ``Lambda``
+    layer, ``sigmoid`` ...) is measured once on a probe batch of 8 images (pixels in
+    0-1 and in 0-255): probabilities if every output is non-negative and every row
+    sums to 1 (within 1e-3).
+    """
+    key = tuple(id(layer) for layer in model.layers)
+    cached = _PROBABILITY_VERDICTS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    verdict = _output_activation_verdict(model)
+    if verdict is None:
+        verdict = _probe_says_probabilities(model)
+    _PROBABILITY_VERDICTS[model] = (key, verdict)
+    return verdict
+
+
+def _output_activation_verdict(model):
+    """True (softmax), False (linear scores) or None (cannot tell from the graph)."""
+    tensor = model.outputs[0]
+    while True:
+        layer, node, tensor_index = producer(tensor)
+        if isinstance(layer, keras.Model):
+            tensor = layer.outputs[tensor_index]  # the nested model's own graph
+            continue
+        if isinstance(layer, keras.layers.Softmax):
+            return True
+        activation = getattr(getattr(layer, "activation", None), "__name__", None)
+        if activation == "softmax":
+            return True
+        passes = isinstance(layer, _PASS_THROUGH) or (
+            isinstance(layer, keras.layers.Activation) and activation == "linear"
+        )
+        if passes:
+            (tensor,) = node.input_tensors
+            continue
+        has_kernel = any(weight.name.endswith("kernel") for weight in layer.weights)
+        if has_kernel and activation == "linear":
+            return False
+        return None
+
+
+def _probe_says_probabilities(model):
+    shape = tuple(32 if size is None else size for size in model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    probe = np.concatenate([rng.uniform(0, 1, (4,) + shape), rng.uniform(0, 255, (4,) + shape)])
+    outputs = forward_batches(model, probe)
+    if outputs.ndim != 2:
+        return False
+    return bool(np.all(outputs >= -1e-6) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
 
 
 def predict_proba_batches(model, X, *, batch_size=DEFAULT_BATCH_SIZE, progress=None):

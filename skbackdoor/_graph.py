@@ -13,9 +13,12 @@ import keras  # noqa: E402
 
 __all__ = [
     "conv_layer_names",
+    "default_prune_layer",
     "layer_output_in_graph",
     "model_input_shape",
     "model_n_classes",
+    "producer",
+    "prunable_conv_layers",
     "resolve_conv_layer",
     "split_at",
     "tensor_consumers",
@@ -43,10 +46,15 @@ def walk_graph(model):
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        node = operation._inbound_nodes[node_index]
+        operation, node, _ = producer(tensor)
         yield tensor, operation, node
         stack.extend(node.input_tensors)
+
+
+def producer(tensor):
+    """``(operation, node, output_index)`` that produced a symbolic tensor."""
+    operation, node_index, output_index = tensor._keras_history
+    return operation, operation._inbound_nodes[node_index], output_index
 
 
 def tensor_consumers(model):
@@ -162,11 +170,84 @@ def split_at(model, layer, *, tail=True):
     head = keras.Model(model.inputs, cut, name=f"{model.name}_head")
     if not tail:
         return head, None
-    try:
-        rest = keras.Model(cut, model.outputs, name=f"{model.name}_tail")
-    except Exception as exc:
+    rest = _tail_after(model, cut)
+    if rest is None:
         raise ValueError(
             f"The model's output depends on more than the output of {name!r} (a skip "
-            f"connection around it?); cannot split there: {exc}"
-        ) from exc
+            f"connection around it?); cannot split there. Convolutions it can be split "
+            f"after: {prunable_conv_layers(model)}."
+        )
     return head, rest
+
+
+def _tail_after(model, cut):
+    """The model from ``cut`` to the outputs, or None if the outputs need more than ``cut``."""
+    try:
+        return keras.Model(cut, model.outputs, name=f"{model.name}_tail")
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def _why_not_prunable(model, layer):
+    """Why Fine-Pruning cannot work on the ``Conv2D`` ``layer`` (None if it can)."""
+    try:
+        cut = layer_output_in_graph(model, layer)
+    except ValueError as exc:
+        return str(exc)
+    rest = _tail_after(model, cut)
+    if rest is None:
+        return "the rest of the network also reads tensors from before it (a skip connection)"
+    if not any(weight.name.endswith("kernel") for each in walk_layers(rest) for weight in each.weights):
+        return (
+            f"its {layer.filters} channels are the class scores (no Dense or convolution "
+            "comes after it)"
+        )
+    return None
+
+
+def prunable_conv_layers(model):
+    """Names of the ``Conv2D`` layers a pruning defense can work on, in graph order.
+
+    A convolution qualifies when the model can be split right after it (the rest of
+    the network depends on its output only, see :func:`split_at`) and when its channels
+    are not the class scores: some layer with a kernel (``Dense``, a convolution)
+    still comes after it, so pruning a channel removes a feature, not a class.
+    """
+    return [
+        name for name in conv_layer_names(model) if _why_not_prunable(model, model.get_layer(name)) is None
+    ]
+
+
+def default_prune_layer(model):
+    """Name of the convolution pruned by default: the last one of :func:`prunable_conv_layers`.
+
+    On the CSAW DeepID net this is ``conv_3`` (``conv_4`` feeds ``fc_2`` beside a skip
+    from ``pool_3``, so the model cannot be cut after it); on a network-in-network net
+    whose last convolution is a 1x1 class-score layer, the convolution before it.
+
+    Raises
+    ------
+    ValueError
+        If the model has no ``Conv2D`` layer, or none qualifies; the message says why
+        for each convolution.
+
+    Examples
+    --------
+    >>> from skbackdoor.models import csaw_deepid, default_prune_layer
+    >>> default_prune_layer(csaw_deepid(n_classes=10))
+    'conv_3'
+    """
+    names = conv_layer_names(model)
+    if not names:
+        nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+        hint = f" (its nested models {nested} are flattened by load_badnet)" if nested else ""
+        raise ValueError(f"The model has no Conv2D layer to prune{hint}.")
+    reasons = {name: _why_not_prunable(model, model.get_layer(name)) for name in names}
+    usable = [name for name in names if reasons[name] is None]
+    if not usable:
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        raise ValueError(f"No Conv2D layer of the model can be pruned ({why}).")
+    return usable[-1]

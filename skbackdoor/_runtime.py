@@ -3,8 +3,199 @@
 TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it is first imported, so the
 default has to be set before any ``import keras``: every skbackdoor module that imports
 Keras imports this module first. A value the user exported is left alone.
+
+TensorFlow's thread pools are sized once too, before its first operation: in a joblib
+(loky) or Dask worker this module sizes them to the worker's share of the cores (see
+:func:`configure_tensorflow_threads`; ``SKBACKDOOR_TF_THREADS`` overrides it).
 """
 
 import os
+import sys
+import warnings
+
+# Read before the default below is set: whether the user chose a log level themselves.
+_EXPORTED_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ------------------------------------------------------------------ thread sizing
+
+THREADS_VARIABLE = "SKBACKDOOR_TF_THREADS"
+
+
+def worker_thread_budget():
+    """The number of threads TensorFlow should use in this process, or None.
+
+    In order: ``SKBACKDOOR_TF_THREADS`` (a positive integer; ``0`` or ``default`` keeps
+    TensorFlow's own sizing); None when ``TF_NUM_INTRAOP_THREADS`` or
+    ``TF_NUM_INTEROP_THREADS`` is set (TensorFlow reads those itself); the threads of
+    the Dask worker running in this process; ``OMP_NUM_THREADS``, which joblib's loky
+    backend sets in each worker to its share of the cores (``cpu_count() // n_jobs``)
+    and Dask's nanny to 1; otherwise None: TensorFlow sizes its pools to every core.
+    """
+    explicit = os.environ.get(THREADS_VARIABLE, "").strip().lower()
+    if explicit:
+        if explicit in ("0", "default"):
+            return None
+        try:
+            value = int(explicit)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(
+                f"{THREADS_VARIABLE}={os.environ[THREADS_VARIABLE]!r}: expected a positive "
+                "number of threads, or 0 / 'default' for TensorFlow's own sizing."
+            )
+        return value
+    if "TF_NUM_INTRAOP_THREADS" in os.environ or "TF_NUM_INTEROP_THREADS" in os.environ:
+        return None
+    dask_threads = _dask_worker_threads()
+    if dask_threads:
+        return dask_threads
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return omp if omp >= 1 else None
+
+
+def _dask_worker_threads():
+    """Threads of the one Dask worker living in this process, if there is one."""
+    worker_module = sys.modules.get("distributed.worker")
+    if worker_module is None:
+        return None
+    workers = list(getattr(worker_module.Worker, "_instances", ()))
+    if len(workers) != 1:
+        return None
+    state = getattr(workers[0], "state", workers[0])
+    threads = getattr(state, "nthreads", None)
+    return threads if isinstance(threads, int) and threads >= 1 else None
+
+
+def configure_tensorflow_threads(n_threads=None):
+    """Size TensorFlow's intra-op and inter-op thread pools to ``n_threads``.
+
+    Called once when skbackdoor is imported, with :func:`worker_thread_budget`'s answer,
+    so that each joblib (loky) or Dask worker uses its share of the cores rather than
+    all of them: two workers on two cores then run side by side instead of fighting over
+    both. Both pools get ``n_threads``, the shape of TensorFlow's default (every core for
+    each) scaled to the share. Pools can only be sized before TensorFlow runs its first
+    operation; later calls warn and change nothing.
+
+    Parameters
+    ----------
+    n_threads : int, default=None
+        Threads per pool; None uses :func:`worker_thread_budget` and does nothing (and
+        imports nothing) when that is None.
+
+    Returns
+    -------
+    n_threads : int or None
+        The size applied, or None when TensorFlow keeps its own sizing.
+    """
+    if n_threads is None:
+        n_threads = worker_thread_budget()
+        if n_threads is None:
+            return None
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) == (
+        n_threads,
+        n_threads,
+    ):
+        return n_threads
+    try:
+        threading.set_intra_op_parallelism_threads(n_threads)
+        threading.set_inter_op_parallelism_threads(n_threads)
+    except RuntimeError:  # TensorFlow has already run an operation in this process
+        warnings.warn(
+            f"TensorFlow's thread pools are already running, so they keep their size instead "
+            f"of {n_threads} thread(s). Import skbackdoor before running any TensorFlow "
+            f"operation, or set {THREADS_VARIABLE}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return n_threads
+
+
+def tensorflow_threads():
+    """``(intra_op, inter_op)`` pool sizes TensorFlow is configured with (0: its default)."""
+    import tensorflow as tf
+
+    return (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+
+
+# ----------------------------------------------------------- quiet command line
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and Keras with their log lines silenced (the command line's default).
+
+    ``TF_CPP_MIN_LOG_LEVEL=2`` does not silence everything: while TensorFlow is imported
+    its C++ runtime prints, before its logging is set up and whatever the level, "WARNING:
+    All log messages before absl::InitializeLog() is called are written to STDERR" and
+    the oneDNN notice (twice each), and the grappler graph optimiser logs errors
+    ("... tfg_optimizer_hook.cc:135] ... has an empty op name") that are harmless but
+    look like a crash. So: level 3 (C++ errors too) unless the user exported a level, the
+    standard error file descriptor sent to a temporary file while TensorFlow and Keras
+    are imported (replayed if the import fails), and TensorFlow's Python logger (the
+    retracing warnings) and absl's set to errors only. Does nothing once TensorFlow is
+    imported, except the Python loggers. Numerical results are unchanged.
+    """
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        if _EXPORTED_LOG_LEVEL is None:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        with _standard_error_captured() as captured:
+            try:
+                import keras  # noqa: F401
+                import tensorflow  # noqa: F401
+            except BaseException:
+                captured.replay = True
+                raise
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # absl comes with TensorFlow; nothing to quiet without it
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+class _standard_error_captured:
+    """Send file descriptor 2 (C and C++ code write there directly) to a temporary file."""
+
+    replay = False
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info):
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        if self.replay:
+            self._file.seek(0)
+            sys.stderr.write(self._file.read().decode(errors="replace"))
+        self._file.close()
+        return False
+
+
+configure_tensorflow_threads()

@@ -10,6 +10,8 @@ stay confident (low entropy). :class:`STRIPDetector` turns this into a scikit-le
 outlier detector whose threshold is set from a chosen false rejection rate.
 """
 
+import hashlib
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -23,7 +25,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BadNetEstimatorMixin, progress_bar
-from ._validation import check_images, check_pixel_range, pixel_range
+from ._validation import check_classifier_outputs, check_images, check_pixel_range, pixel_range
 from .models import iter_batches, model_input_shape, model_n_classes, predict_proba_batches
 
 __all__ = ["STRIPDetector"]
@@ -32,18 +34,28 @@ __all__ = ["STRIPDetector"]
 _CONVERSION_CHUNK = 512
 # Overlay keys drawn per block in the dense sampler (bounds its memory).
 _DENSE_SAMPLER_KEYS = 1 << 20
+# Sequential scoring: a chunk of inputs fills this many network calls in its first round
+# (later rounds run only the undecided inputs).
+_SEQUENTIAL_CALLS_PER_CHUNK = 4
+# Sequential scoring: shares of n_overlays after which the stopping rule is checked.
+_CHECKPOINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Candidate stopping margins, in within-input standard deviations of the clean entropies.
+_MARGIN_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+# Sequential scoring may change at most this share of frr of the clean fit decisions.
+_SEQUENTIAL_TOLERANCE = 0.25
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     """Flag inputs that carry a backdoor trigger with STRIP (Gao et al., 2019).
 
-    Each input ``x`` is blended with ``n_overlays`` clean images ``o`` drawn from the
-    pool given to :meth:`fit`, ``clip(alpha * x + beta * o)`` (clipped to the pixel range
-    of the pool), and the blends go through the model. The score of ``x`` is the mean,
-    over its blends, of the Shannon entropy (in bits) of the model's class probabilities:
-    triggered inputs keep the attacker's label under blending and score low. The
-    threshold ``offset_`` is the ``frr`` quantile of the scores of the clean pool, so
-    about a share ``frr`` of clean inputs is rejected.
+    Each input ``x`` is blended with up to ``n_overlays`` clean images ``o`` drawn from
+    the pool given to :meth:`fit`, ``clip(alpha * x + beta * o)`` (clipped to the pixel
+    range of the pool), and the blends go through the model. The score of ``x`` is the
+    mean, over its blends, of the Shannon entropy (in bits) of the model's class
+    probabilities: triggered inputs keep the attacker's label under blending and score
+    low. The threshold ``offset_`` is set on the scores of the clean pool so that a share
+    ``frr`` of clean inputs is rejected.
 
     The blends of many inputs go through the network together, ``batch_size`` images
     per compiled call, and inputs are streamed chunk by chunk: memory does not grow with
@@ -53,14 +65,17 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     ----------
     model : keras.Model, str or path-like, or fitted scikeras KerasClassifier
         The (possibly backdoored) classifier, taking the same pixel values as ``X``
-        (see :func:`skbackdoor.models.load_badnet`). It is never modified.
+        (see :func:`skbackdoor.models.load_badnet`), with one output of at least 2
+        class scores. It is never modified.
     n_overlays : int, default=10
         Clean images blended with each input (the paper uses up to 100; more overlays
-        separate better and cost proportionally more). Must be smaller than the pool.
+        separate better and cost proportionally more); with ``sequential=True`` the
+        most that are blended. Must be smaller than the pool.
     frr : float in (0, 0.5], default=0.01
         Target false rejection rate: the share of clean inputs the threshold rejects.
     alpha : float, default=1.0
-        Weight of the input in the blend (the paper uses 1; CSAW reports 0.9).
+        Weight of the input in the blend (the paper uses 1; CSAW reports 0.9). Must be
+        positive: with ``alpha=0`` the blends do not depend on the input.
     beta : float, default=1.0
         Weight of the clean overlay in the blend (the paper uses 1; CSAW reports 0.5).
     statistic : {"entropy", "agreement"}, default="entropy"
@@ -71,18 +86,35 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         - ``"agreement"``: share of blends predicted as their most frequent label,
           which is high for triggered inputs; the score is ``1 - agreement`` so that,
           as for the entropy, higher means more normal.
-    threshold : {"gaussian", "quantile"}, default="gaussian"
-        How the ``frr`` quantile of the clean scores is estimated: from a normal
-        distribution fitted to them (maximum likelihood; the paper's choice, which
-        extrapolates below 1 % from a small pool but misses when the clean scores are
-        skewed: a warning is raised if it falls to 0 or below) or empirically.
+    threshold : {"quantile", "gaussian"}, default="quantile"
+        How the ``frr`` quantile of the clean scores is estimated:
+
+        - ``"quantile"``: the empirical quantile at rank ``frr * (n_pool + 1)`` of the
+          clean scores (interpolated; numpy's ``method="weibull"``). For exchangeable
+          clean images the expected share of new clean inputs below it is ``frr``
+          whatever the distribution of the scores, and its spread is about
+          ``sqrt(frr * (1 - frr) / n_pool)`` (0.5 point at ``frr=0.01`` with 400 pool
+          images). The pool needs at least ``1 / frr - 1`` images.
+        - ``"gaussian"``: from a normal distribution fitted to the clean scores (the
+          paper's choice). It misses when the clean scores are skewed, as they often
+          are (a warning is raised if the threshold falls to 0 or below).
+    sequential : bool, default=True
+        Stop blending an input as soon as its running mean entropy is decisively on
+        one side of ``offset_`` (checked after every tenth of ``n_overlays``). An input
+        stops when the remaining overlays cannot change its decision whatever their
+        entropy, or when its running mean is more than
+        ``stopping_margin_ * sqrt((n_overlays - m) / (n_overlays * m))`` from
+        ``offset_`` after ``m`` overlays; the margin is the smallest that changes at
+        most a share ``frr / 4`` of the clean fit decisions. The score of an input that
+        stopped is the mean over the overlays it used; one that did not stop gets
+        exactly the score of ``sequential=False``. Only the entropy statistic stops
+        early; ``fit`` always uses every overlay.
     batch_size : int, default=1024
-        Blended images per network call. Inputs are processed
-        ``max(1, batch_size // n_overlays)`` at a time. It changes speed and memory,
-        never the scores.
+        Blended images per network call. It changes speed and memory, never the scores.
     random_state : int, RandomState instance or None, default=None
-        Draws the overlays. With an int, every call draws the same overlays for the
-        same inputs, so scores are reproducible.
+        Seeds the overlays. The overlays of an input depend only on its pixels, the
+        fitted pool and this seed (not on the other inputs of the batch), so with an
+        int, an input scores the same alone or in any batch.
     verbose : int, default=0
         Show a progress bar over the inputs when positive.
 
@@ -98,9 +130,13 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     n_classes_ : int
         Number of classes of the model.
     clean_scores_ : ndarray of shape (n_pool,)
-        Scores of the pool images, each blended with other pool images.
+        Scores of the pool images, each blended with ``n_overlays`` other pool images.
     offset_ : float
         Decision threshold on the scores: inputs scoring below it are flagged.
+    stopping_margin_ : float
+        Margin of the sequential stopping rule in bits (``inf``: only inputs whose
+        decision the remaining overlays cannot change stop early; ``nan`` when
+        ``sequential=False`` or the statistic is ``"agreement"``).
 
     See Also
     --------
@@ -112,10 +148,15 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     Notes
     -----
     An input is never blended with itself: an input equal to a pool image (every pool
-    image during :meth:`fit`) draws its overlays from the other pool images. Overlays
-    of one input are distinct pool images. Because the same rule applies at fit and
-    predict time, ``fit_predict(X)`` equals ``fit(X).predict(X)`` for an int
-    ``random_state``.
+    image during :meth:`fit`) draws its overlays from the other pool images, so the
+    clean scores of the pool are distributed like those of new clean images. Overlays
+    of one input are distinct pool images, in an order drawn from a hash of the input's
+    pixels and ``random_state``. Because the same rule applies at fit and predict time,
+    ``fit_predict(X)`` equals ``fit(X).predict(X)`` for an int ``random_state``.
+
+    The threshold is only as good as the pool: its images must be clean images like
+    those the detector will see (not the BadNet's training images, on which a network
+    is more confident).
 
     Examples
     --------
@@ -142,6 +183,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         "beta": [Interval(Real, 0, None, closed="left")],
         "statistic": [StrOptions({"entropy", "agreement"})],
         "threshold": [StrOptions({"gaussian", "quantile"})],
+        "sequential": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -156,7 +198,8 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         alpha=1.0,
         beta=1.0,
         statistic="entropy",
-        threshold="gaussian",
+        threshold="quantile",
+        sequential=True,
         batch_size=1024,
         random_state=None,
         verbose=0,
@@ -168,6 +211,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         self.beta = beta
         self.statistic = statistic
         self.threshold = threshold
+        self.sequential = sequential
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
@@ -191,7 +235,14 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         self : STRIPDetector
             The fitted detector.
         """
+        if self.alpha == 0:
+            both = " and beta=0: every blend is black" if self.beta == 0 else ": the blends do not depend on the input"
+            raise ValueError(
+                f"alpha=0{both}, so STRIP cannot tell inputs apart. Use a positive alpha "
+                "(the paper uses alpha=1, beta=1; CSAW reports alpha=0.9, beta=0.5)."
+            )
         model = self._load_badnet()
+        check_classifier_outputs(model, estimator="STRIPDetector")
         pool = check_images(X, input_shape=model_input_shape(model), name="X")
         if len(pool) <= self.n_overlays:
             raise ValueError(
@@ -204,26 +255,26 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         self.pool_ = np.array(pool, dtype=np.float32, copy=True)
         self.pixel_range_ = pixel_range(self.pool_)
         self.n_classes_ = model_n_classes(model)
-        fingerprints = _fingerprints(self.pool_)
-        order = np.argsort(fingerprints, kind="stable")
+        hashes = _content_hashes(self.pool_)
+        order = np.argsort(hashes, kind="stable")
         self._pool_order = order
-        self._pool_sorted_fingerprints = fingerprints[order]
+        self._pool_sorted_hashes = hashes[order]
 
-        self.clean_scores_ = self._scores(self.pool_, fingerprints=fingerprints)
-        if self.threshold == "gaussian":
-            mean, std = norm.fit(self.clean_scores_)
-            self.offset_ = float(mean + norm.ppf(self.frr) * std)
-            if self.offset_ <= 0:
-                # Both statistics are >= 0: such a threshold can never flag anything.
-                warnings.warn(
-                    f"The Gaussian fit of the clean scores puts the threshold at "
-                    f"{self.offset_:.3g}, not above the lowest possible score (0): no input "
-                    "will ever be flagged. The clean scores are far from normal (skewed towards "
-                    "0); use threshold='quantile' or a larger frr.",
-                    UserWarning,
-                )
-        else:
-            self.offset_ = float(np.quantile(self.clean_scores_, self.frr))
+        values = np.empty((len(self.pool_), self.n_overlays), dtype=self._value_dtype())
+        root = self._root_seed()
+        with progress_bar(len(self.pool_), verbose=self.verbose, desc="STRIP") as update:
+            for chunk in iter_batches(len(self.pool_), max(1, self.batch_size // self.n_overlays)):
+                overlays = self._overlays(self.pool_[chunk], hashes[chunk], root)
+                values[chunk] = self._blend_values(self.pool_[chunk], overlays)
+                if update is not None:
+                    update(chunk.stop - chunk.start)
+        self.clean_scores_ = _statistic(values, self.statistic, self.n_classes_)
+        self.offset_ = self._threshold(self.clean_scores_)
+        self.stopping_margin_ = float("nan")
+        labels = self.clean_scores_ >= self.offset_
+        if self._stops_early():
+            self.stopping_margin_, labels = self._calibrate_stopping(values)
+        self._fit_labels = np.where(labels, 1, -1)
         return self
 
     def fit_predict(self, X, y=None):
@@ -244,7 +295,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
             ``+1`` for clean, ``-1`` for flagged.
         """
         self.fit(X, y)
-        return np.where(self.clean_scores_ - self.offset_ >= 0, 1, -1)
+        return self._fit_labels.copy()
 
     # ---------------------------------------------------------------- predicting
 
@@ -261,11 +312,13 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,)
             Mean entropy in bits over the blends (``statistic="entropy"``) or one minus
-            the agreement of the blends' labels (``statistic="agreement"``).
+            the agreement of the blends' labels (``statistic="agreement"``). With
+            ``sequential=True``, inputs that stopped early get the mean over the blends
+            they used.
         """
         check_is_fitted(self)
         X = self._check_inputs(X)
-        return self._scores(X, fingerprints=_fingerprints(X))
+        return self._scores(X)
 
     def decision_function(self, X):
         """Score minus ``offset_``: negative for inputs flagged as poisoned.
@@ -344,34 +397,157 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         )
         return check_pixel_range(X, self.pixel_range_, name="X")
 
-    def _scores(self, X, *, fingerprints):
+    def _stops_early(self):
+        return self.sequential and self.statistic == "entropy" and self.n_overlays > 1
+
+    def _value_dtype(self):
+        return np.float64 if self.statistic == "entropy" else np.int64
+
+    def _root_seed(self):
+        """One 64-bit seed per call: fixed for an int ``random_state``."""
+        return np.uint64(check_random_state(self.random_state).randint(2**31 - 1))
+
+    def _threshold(self, clean_scores):
+        n_pool = len(clean_scores)
+        if self.threshold == "gaussian":
+            mean, std = norm.fit(clean_scores)
+            offset = float(mean + norm.ppf(self.frr) * std)
+            if offset <= 0:
+                # Both statistics are >= 0: such a threshold can never flag anything.
+                warnings.warn(
+                    f"The Gaussian fit of the clean scores puts the threshold at "
+                    f"{offset:.3g}, not above the lowest possible score (0): no input "
+                    "will ever be flagged. The clean scores are far from normal (skewed towards "
+                    "0); use threshold='quantile' (the default) or a larger frr.",
+                    UserWarning,
+                )
+            return offset
+        if self.frr * (n_pool + 1) < 1:
+            warnings.warn(
+                f"frr={self.frr} needs at least {math.ceil(1 / self.frr - 1)} clean images in X "
+                f"to set its threshold; with {n_pool} the threshold is the lowest clean score "
+                f"and about {1 / (n_pool + 1):.1%} of clean inputs will be rejected. Pass more "
+                "clean images or a larger frr.",
+                UserWarning,
+            )
+        return float(np.quantile(clean_scores, self.frr, method="weibull"))
+
+    def _checkpoints(self):
+        """Numbers of overlays after which the stopping rule is checked (then the rest)."""
+        k = self.n_overlays
+        points = sorted({min(k - 1, max(1, round(share * k))) for share in _CHECKPOINTS})
+        return [m for m in points if 0 < m < k]
+
+    def _calibrate_stopping(self, values):
+        """Smallest margin that changes at most a share ``frr / 4`` of the clean decisions.
+
+        Returns the margin (``inf`` when none on the grid qualifies) and the clean fit
+        decisions under it (``True`` for clean).
+        """
+        full = values.mean(axis=1) >= self.offset_
+        spread = float(np.sqrt(np.mean(values.var(axis=1, ddof=1))))
+        allowed = _SEQUENTIAL_TOLERANCE * self.frr * len(values)
+        for z in _MARGIN_GRID:
+            margin = z * spread
+            if margin <= 0:
+                continue
+            decided = self._simulate_sequential(values, margin)
+            if np.sum(decided != full) <= allowed:
+                return margin, decided
+        return float("inf"), self._simulate_sequential(values, float("inf"))
+
+    def _simulate_sequential(self, values, margin):
+        """Decisions of the sequential rule given every blend's entropy (``True``: clean)."""
+        k = self.n_overlays
+        cumulative = np.cumsum(values, axis=1)
+        decision = cumulative[:, -1] / k >= self.offset_
+        undecided = np.ones(len(values), dtype=bool)
+        for m in self._checkpoints():
+            sums = cumulative[:, m - 1]
+            stop = undecided & self._stop(sums, m, margin)
+            decision[stop] = sums[stop] / m >= self.offset_
+            undecided &= ~stop
+        return decision
+
+    def _stop(self, sums, m, margin):
+        """Whether inputs with entropy ``sums`` over ``m`` blends are decided."""
+        k, offset = self.n_overlays, self.offset_
+        h_max = math.log2(self.n_classes_)
+        certain = (sums >= k * offset) | (sums + (k - m) * h_max < k * offset)
+        if not np.isfinite(margin):
+            return certain
+        return certain | (np.abs(sums / m - offset) >= margin * math.sqrt((k - m) / (k * m)))
+
+    def _scores(self, X):
         """Scores of validated images ``X``, streamed in chunks through the network."""
-        n_samples, n_overlays = len(X), self.n_overlays
-        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31 - 1))
-        excluded = self._matching_pool_index(X, fingerprints)
-        overlays = _draw_overlays(rng, len(self.pool_), n_overlays, excluded)
-        inputs_per_call = max(1, self.batch_size // n_overlays)
-        low, high = self.pixel_range_
+        n_samples, k = len(X), self.n_overlays
+        root = self._root_seed()
+        sequential = self._stops_early()
+        if sequential:
+            checkpoints = self._checkpoints() + [k]
+            inputs_per_chunk = max(1, _SEQUENTIAL_CALLS_PER_CHUNK * self.batch_size // checkpoints[0])
+        else:
+            inputs_per_chunk = max(1, self.batch_size // k)
         scores = np.empty(n_samples, dtype=np.float64)
         with progress_bar(n_samples, verbose=self.verbose, desc="STRIP") as update:
-            for chunk in iter_batches(n_samples, inputs_per_call):
-                blends = _superimpose(
-                    X[chunk], self.pool_, overlays[chunk], self.alpha, self.beta, low, high
-                )
-                proba = predict_proba_batches(self.model_, blends, batch_size=len(blends))
-                proba = proba.reshape(chunk.stop - chunk.start, n_overlays, -1)
-                scores[chunk] = _statistic(proba, self.statistic)
+            for chunk in iter_batches(n_samples, inputs_per_chunk):
+                inputs = np.asarray(X[chunk], dtype=np.float32)
+                overlays = self._overlays(inputs, _content_hashes(inputs), root)
+                if sequential:
+                    scores[chunk] = self._sequential_scores(inputs, overlays, checkpoints)
+                else:
+                    values = self._blend_values(inputs, overlays)
+                    scores[chunk] = _statistic(values, self.statistic, self.n_classes_)
                 if update is not None:
                     update(chunk.stop - chunk.start)
         return scores
 
-    def _matching_pool_index(self, X, fingerprints):
+    def _sequential_scores(self, inputs, overlays, checkpoints):
+        """Mean entropy of each input over its blends, stopping once it is decided."""
+        sums = np.zeros(len(inputs), dtype=np.float64)
+        used = np.zeros(len(inputs), dtype=np.int64)
+        active = np.arange(len(inputs))
+        done = 0
+        for m in checkpoints:
+            values = self._blend_values(inputs[active], overlays[active, done:m])
+            sums[active] += values.sum(axis=1)
+            used[active] = m
+            done = m
+            if m < self.n_overlays:
+                active = active[~self._stop(sums[active], m, self.stopping_margin_)]
+                if not len(active):
+                    break
+        return sums / used
+
+    def _overlays(self, inputs, hashes, root):
+        """The ordered overlay indices of each input: a function of its pixels only."""
+        excluded = self._matching_pool_index(inputs, hashes)
+        streams = _mix(hashes ^ _mix(np.full(len(hashes), root, dtype=np.uint64)))
+        return _draw_overlays(streams, len(self.pool_), self.n_overlays, excluded)
+
+    def _blend_values(self, inputs, overlays):
+        """Entropy in bits (or predicted label) of each blend, shape ``overlays.shape``."""
+        n_inputs, n_blends = overlays.shape
+        values = np.empty(overlays.shape, dtype=self._value_dtype())
+        low, high = self.pixel_range_
+        inputs_per_call = max(1, self.batch_size // n_blends)
+        for part in iter_batches(n_inputs, inputs_per_call):
+            blends = _superimpose(inputs[part], self.pool_, overlays[part], self.alpha, self.beta, low, high)
+            proba = predict_proba_batches(self.model_, blends, batch_size=len(blends))
+            proba = proba.reshape(part.stop - part.start, n_blends, -1)
+            if self.statistic == "entropy":
+                values[part] = entr(proba).sum(axis=2) / np.log(2)
+            else:
+                values[part] = proba.argmax(axis=2)
+        return values
+
+    def _matching_pool_index(self, X, hashes):
         """Index of the first pool image equal to each input, ``len(pool_)`` if none."""
         n_pool = len(self.pool_)
         excluded = np.full(len(X), n_pool, dtype=np.int64)
-        sorted_fingerprints = self._pool_sorted_fingerprints
-        first = np.searchsorted(sorted_fingerprints, fingerprints, side="left")
-        last = np.searchsorted(sorted_fingerprints, fingerprints, side="right")
+        sorted_hashes = self._pool_sorted_hashes
+        first = np.searchsorted(sorted_hashes, hashes, side="left")
+        last = np.searchsorted(sorted_hashes, hashes, side="right")
         for row in np.flatnonzero(last > first):
             image = np.asarray(X[row], dtype=np.float32)
             candidates = np.sort(self._pool_order[first[row] : last[row]])
@@ -385,47 +561,68 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
 # ---------------------------------------------------------------------- helpers
 
 
-def _fingerprints(X):
-    """Sum of each image's float32 pixels, a cheap key to find inputs equal to pool images."""
-    sums = np.empty(len(X), dtype=np.float64)
+def _content_hashes(X):
+    """64-bit hash of each image's float32 pixels (the same for uint8 and float input)."""
+    hashes = np.empty(len(X), dtype=np.uint64)
     for chunk in iter_batches(len(X), _CONVERSION_CHUNK):
-        block = np.asarray(X[chunk], dtype=np.float32).astype(np.float64)
-        sums[chunk] = block.reshape(len(block), -1).sum(axis=1)
-    return sums
+        # + 0.0 turns -0.0 into 0.0: equal pixels, equal bytes.
+        block = np.ascontiguousarray(np.asarray(X[chunk], dtype=np.float32) + np.float32(0))
+        for row, image in enumerate(block, start=chunk.start):
+            digest = hashlib.blake2b(image.data, digest_size=8).digest()
+            hashes[row] = int.from_bytes(digest, "little")
+    return hashes
 
 
-def _draw_overlays(rng, n_pool, n_overlays, excluded):
-    """Draw ``n_overlays`` distinct pool indices per row, never the row's ``excluded``.
+def _mix(x):
+    """SplitMix64's finaliser on a uint64 array: well-spread 64-bit values."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-    ``excluded[i] == n_pool`` means nothing to exclude. The draw depends only on the
-    generator, the pool size and ``excluded``, never on how inputs are later batched.
+
+def _uniform_draws(streams, counters):
+    """The ``counters``-th 64-bit value of each row's stream (counter-based generator)."""
+    return _mix(streams + (np.asarray(counters, dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
+
+
+def _draw_overlays(streams, n_pool, n_overlays, excluded):
+    """``n_overlays`` distinct pool indices per row, in a random order, never ``excluded``.
+
+    ``excluded[i] == n_pool`` means nothing to exclude. Row ``i`` depends only on
+    ``streams[i]`` (from the input's pixels and the seed), the pool size and
+    ``excluded[i]``, never on the other rows, so inputs can be batched in any way; its
+    first ``m`` indices are a uniform random ordered sample for every ``m``.
     """
+    streams = np.asarray(streams, dtype=np.uint64)
     n_rows = len(excluded)
     has_exclusion = excluded < n_pool
     if n_pool <= 4 * n_overlays:
-        # Few candidates: rank random keys, the excluded image's key pushed last.
+        # Few candidates: sort random keys, the excluded image's key pushed last.
         rows_per_block = max(1, _DENSE_SAMPLER_KEYS // n_pool)
         out = np.empty((n_rows, n_overlays), dtype=np.int64)
         for block in iter_batches(n_rows, rows_per_block):
-            keys = rng.random((block.stop - block.start, n_pool))
+            keys = _uniform_draws(streams[block, np.newaxis], np.arange(n_pool)[np.newaxis])
             rows = np.flatnonzero(has_exclusion[block])
-            keys[rows, excluded[block][rows]] = 2.0
-            out[block] = np.argpartition(keys, n_overlays - 1, axis=1)[:, :n_overlays]
+            keys[rows, excluded[block][rows]] = np.iinfo(np.uint64).max
+            out[block] = np.argsort(keys, axis=1, kind="stable")[:, :n_overlays]
         return out
-    # Many candidates: draw with replacement, redraw the rare repeats. An excluded
+    # Many candidates: draw each slot in turn and redraw the rare repeats. An excluded
     # image is skipped by drawing from n_pool - 1 values and shifting those above it.
-    high = np.where(has_exclusion, n_pool - 1, n_pool)
-    draws = rng.integers(0, high[:, None], size=(n_rows, n_overlays))
-    while True:
-        draws.sort(axis=1)
-        repeated = np.zeros(draws.shape, dtype=bool)
-        repeated[:, 1:] = draws[:, 1:] == draws[:, :-1]
-        if not repeated.any():
-            break
-        rows = np.nonzero(repeated)[0]
-        draws[repeated] = rng.integers(0, high[rows])
-    draws += draws >= excluded[:, None]
-    return draws
+    high = np.where(has_exclusion, n_pool - 1, n_pool).astype(np.uint64)
+    out = np.empty((n_rows, n_overlays), dtype=np.int64)
+    for slot in range(n_overlays):
+        attempt = np.zeros(n_rows, dtype=np.int64)
+        rows = np.arange(n_rows)
+        while len(rows):
+            draws = (_uniform_draws(streams[rows], slot + n_overlays * attempt[rows]) % high[rows]).astype(np.int64)
+            draws += draws >= excluded[rows]
+            out[rows, slot] = draws
+            repeated = (out[rows, :slot] == draws[:, np.newaxis]).any(axis=1)
+            rows = rows[repeated]
+            attempt[rows] += 1
+    return out
 
 
 def _superimpose(inputs, pool, overlays, alpha, beta, low, high):
@@ -443,12 +640,12 @@ def _superimpose(inputs, pool, overlays, alpha, beta, low, high):
     return blends.reshape((n_inputs * n_overlays,) + pool.shape[1:])
 
 
-def _statistic(proba, statistic):
-    """Per-input score from probabilities of shape (n_inputs, n_overlays, n_classes)."""
+def _statistic(values, statistic, n_classes):
+    """Per-input score from per-blend entropies or labels of shape (n_inputs, n_blends)."""
     if statistic == "entropy":
-        return entr(proba).sum(axis=2).mean(axis=1) / np.log(2)
-    n_inputs, n_overlays, n_classes = proba.shape
-    labels = proba.argmax(axis=2) + n_classes * np.arange(n_inputs)[:, np.newaxis]
+        return values.mean(axis=1)
+    n_inputs, n_blends = values.shape
+    labels = values + n_classes * np.arange(n_inputs)[:, np.newaxis]
     counts = np.bincount(labels.ravel(), minlength=n_inputs * n_classes)
-    agreement = counts.reshape(n_inputs, n_classes).max(axis=1) / n_overlays
+    agreement = counts.reshape(n_inputs, n_classes).max(axis=1) / n_blends
     return 1.0 - agreement

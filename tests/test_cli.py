@@ -1,7 +1,10 @@
 """The ``skbackdoor`` console command on a tiny model and on the real CSAW weights."""
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -137,3 +140,226 @@ def test_console_script_is_installed_and_warns_about_joblib():
     result = subprocess.run([str(executable), "predict", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "unsafe as pickle" in " ".join(result.stdout.split())
+
+
+# ---------------------------------------------------------------- scan
+
+
+def test_scan_flags_the_target_of_a_test_badnet(patch_badnet, tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_val, patch_badnet.y_val)
+    out_dir = tmp_path / "scan"
+    status, out, err = run(
+        capsys, "scan", "--model", model_path, "--clean", clean, "--output-dir", out_dir,
+        "--steps", "150", "--max-images", "200",
+    )
+    assert status == 0, err
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["clean_images"] == 200 and report["n_classes"] == 10 and not report["screening"]
+    assert [row["label"] for row in report["labels"]] == sorted(
+        range(10), key=lambda label: next(r["trigger_l1_norm"] for r in report["labels"] if r["label"] == label)
+    )
+    # the 2x2 patch target needs the smallest trigger of the ten digits
+    assert report["labels"][0]["label"] == patch_badnet.target
+    assert out.splitlines()[0].startswith("backdoored: " + ("yes" if report["backdoored"] else "no"))
+    assert report["backdoored"] == bool(report["flagged_labels"])
+    shown = {int(line.split("\t")[0]): line.split("\t") for line in out.splitlines()[2:] if line[:1].isdigit()}
+    for row in report["labels"]:
+        if row["label"] in shown:
+            assert float(shown[row["label"]][1]) == pytest.approx(row["anomaly_index"], abs=0.01)
+    for label, names in report["triggers"].items():
+        trigger = np.asarray(Image.open(out_dir / names[0]))
+        assert trigger.shape == (8, 8, 4)  # pattern RGB + mask as alpha
+        assert np.asarray(Image.open(out_dir / names[1])).shape == (8, 8)
+    assert str(out_dir / "report.json") in out
+
+
+def test_scan_of_a_folder_uses_the_models_labels_and_checks_options(patch_badnet, tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    images = tmp_path / "images"
+    images.mkdir()
+    _write_pngs(images, patch_badnet.X_val[:24])  # the net takes the digits' raw 0..16 values
+    status, out, err = run(
+        capsys, "scan", "--model", model_path, "--clean", images,
+        "--output-dir", tmp_path / "scan", "--labels", "0-3", "--steps", "20", "--batch-size", "8",
+    )
+    assert status == 0, err
+    report = json.loads((tmp_path / "scan" / "report.json").read_text())
+    assert sorted(row["label"] for row in report["labels"]) == [0, 1, 2, 3]
+    assert report["labels_from"].startswith("the model's own predictions")
+    status, _, err = run(capsys, "scan", "--model", model_path, "--clean", images, "--labels", "0,12")
+    assert status == 2 and "classes 0..9; 12 is not one of them" in err
+    (tmp_path / "taken").write_text("")
+    status, _, err = run(capsys, "scan", "--model", model_path, "--clean", images, "--output-dir", tmp_path / "taken")
+    assert status == 2 and "exists and is not a folder" in err
+    with pytest.raises(SystemExit):
+        main(["scan", "--model", str(model_path), "--clean", str(images), "--labels", "3-1"])
+    assert "not a list of labels" in capsys.readouterr().err
+
+
+def test_repair_with_neural_cleanse(patch_badnet, tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_val, patch_badnet.y_val)
+    output = tmp_path / "goodnet.joblib"
+    status, out, err = run(
+        capsys, "repair", "--defense", "neural-cleanse", "--model", model_path, "--clean", clean,
+        "--output", output, "--steps", "60", "--epochs", "1",
+    )
+    assert status == 0, err
+    goodnet = joblib.load(output)
+    assert type(goodnet.repaired_).__name__ == "NeuralCleanse"
+    assert goodnet.repaired_.epochs == 1 and goodnet.repaired_.steps == 60
+    assert "unlearned the triggers of" in out and f"GoodNet written to {output}" in out
+
+
+# ---------------------------------------------------------------- bad input (issue 15)
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(patch_badnet, tmp_path_factory):
+    return _write_pngs(tmp_path_factory.mktemp("pngs"), patch_badnet.X_test[:2])
+
+
+def test_defense_that_is_not_a_skbackdoor_joblib_file(tiny_files, digit_pngs, tmp_path, capsys):
+    folder, model_path = tiny_files
+    noise = tmp_path / "noise.joblib"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    status, _, err = run(capsys, "predict", "--defense", noise, *digit_pngs)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "is not a joblib file written by skbackdoor" in err and "could not be unpickled" in err
+    h5_model = tmp_path / "model.h5"
+    h5_model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    status, _, err = run(capsys, "predict", "--defense", h5_model, *digit_pngs)
+    assert status == 2 and "it is an HDF5 file" in err and "--model" in err
+    status, _, err = run(capsys, "predict", "--defense", model_path, *digit_pngs)
+    assert status == 2 and "zip archive (a .keras model?)" in err
+    a_dict = tmp_path / "dict.joblib"
+    joblib.dump({"model": 1}, a_dict)
+    status, _, err = run(capsys, "predict", "--defense", a_dict, *digit_pngs)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "holds a builtins.dict, not a skbackdoor defense" in err
+    unfitted = tmp_path / "unfitted.joblib"
+    joblib.dump(STRIPDetector(), unfitted)
+    status, _, err = run(capsys, "predict", "--defense", unfitted, *digit_pngs)
+    assert status == 2 and "unfitted STRIPDetector" in err
+
+
+def test_evaluate_refuses_labels_outside_the_models_classes(patch_badnet, tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    wrong = tmp_path / "labels99.h5"
+    _write_csaw_h5(wrong, patch_badnet.X_test[:20], np.full(20, 99))
+    status, out, err = run(capsys, "evaluate", "--model", model_path, "--clean", wrong)
+    assert status == 2 and out == ""
+    assert "labels outside the model's classes 0..9 (10 classes): 99" in err
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_test[:20], patch_badnet.y_test[:20])
+    status, _, err = run(capsys, "evaluate", "--model", model_path, "--clean", clean, "--poisoned", clean, "--target", "10")
+    assert status == 2 and "--target 10: the model has classes 0..9" in err
+
+
+def test_evaluate_refuses_images_of_another_size(tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    other = tmp_path / "faces.h5"
+    _write_csaw_h5(other, np.zeros((3, 55, 47, 3)), np.zeros(3))
+    status, _, err = run(capsys, "evaluate", "--model", model_path, "--clean", other)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "holds images of shape (55, 47, 3)" in err and "the model takes (8, 8, 1)" in err
+
+
+def test_repair_checks_the_output_path_before_working(patch_badnet, tiny_files, tmp_path, capsys):
+    folder, model_path = tiny_files
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_val, patch_badnet.y_val)
+    started = time.perf_counter()
+    status, out, err = run(capsys, "repair", "--model", model_path, "--clean", clean, "--output", tmp_path)
+    assert status == 2 and out == "" and "--output" in err and "is a directory" in err
+    assert time.perf_counter() - started < 5  # refused before fine-pruning
+    status, _, err = run(
+        capsys, "repair", "--model", model_path, "--clean", clean, "--output", tmp_path / "g.joblib",
+        "--save-model", tmp_path / "missing" / "b.keras",
+    )
+    assert status == 2 and "does not exist" in err
+
+
+def test_input_scale_accepts_fractions_and_refuses_nonsense(capsys):
+    from skbackdoor.cli._parser import scale
+
+    assert scale("1/255") == pytest.approx(1 / 255) and scale("0.5") == 0.5
+    for bad in ("0", "-1", "1/0", "abc"):
+        with pytest.raises(SystemExit):
+            main(["predict", "--model", "m.keras", "--input-scale", bad, "x.png"])
+        assert "--input-scale" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- help, version, quiet
+
+
+def test_help_defaults_are_the_estimators_defaults():
+    from skbackdoor import FinePruner, NeuralCleanse
+    from skbackdoor.cli._parser import FINE_PRUNER_DEFAULTS, NEURAL_CLEANSE_DEFAULTS
+
+    for estimator, read in ((FinePruner(), FINE_PRUNER_DEFAULTS), (NeuralCleanse(), NEURAL_CLEANSE_DEFAULTS)):
+        params = estimator.get_params()
+        used = {"epochs", "learning_rate"} | (
+            {"prune_fraction", "max_accuracy_drop"} if isinstance(estimator, FinePruner)
+            else {"steps", "n_candidates", "screening_steps", "batch_size", "anomaly_threshold"}
+        )
+        assert {name: read[name] for name in used} == {name: params[name] for name in used}
+
+
+def _command(*argv):
+    return [sys.executable, "-m", "skbackdoor.cli", *map(str, argv)]
+
+
+def _environment():
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    probe = (
+        "import sys; from skbackdoor.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['scan', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_environment(), timeout=60)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+    assert result.stdout.startswith("skbackdoor ")
+    assert "(default: 1000)" in " ".join(result.stdout.split())  # --steps shows its default
+    assert elapsed < 10  # about 0.5 s on an idle machine; generous for a loaded one
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from skbackdoor.cli._parser import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_predict_on_real_csaw_faces_prints_only_the_labels(csaw_dir, tmp_path):
+    faces = Path(__file__).resolve().parents[2] / "shared" / "data" / "csaw_faces" / "faces.npz"
+    if not faces.exists():
+        pytest.skip(f"real CSAW faces not found at {faces}")
+    images = np.load(faces)["x"][:4]
+    paths = _write_pngs(tmp_path, images)
+    model = csaw_dir / "sunglasses_bd_weights.h5"
+    argv = ["predict", "--model", model, "--architecture", "csaw-deepid", "--input-scale", "1/255", *paths]
+    result = subprocess.run(_command(*argv), capture_output=True, text=True, env=_environment(), timeout=300)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no TensorFlow, absl, oneDNN or grappler lines
+    assert len(result.stdout.split()) == 4 and all(0 <= int(v) <= 1282 for v in result.stdout.split())
+    verbose = subprocess.run(_command(*argv, "--verbose"), capture_output=True, text=True, env=_environment(), timeout=300)
+    assert verbose.returncode == 0 and verbose.stdout == result.stdout
+    assert "oneDNN" in verbose.stderr or "absl" in verbose.stderr  # --verbose brings them back

@@ -3,6 +3,7 @@
 import os
 import pickle
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils import check_random_state
 
-from skbackdoor._strip import STRIPDetector, _draw_overlays, _superimpose
+from skbackdoor import _strip
+from skbackdoor._strip import STRIPDetector, _content_hashes, _draw_overlays, _mix, _superimpose
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -67,13 +69,14 @@ def test_entropy_is_in_bits_and_averaged_over_overlays():
 
 def test_scores_match_a_naive_per_input_loop(patch_badnet):
     detector = STRIPDetector(
-        model=patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, threshold="quantile", random_state=3, batch_size=16
+        model=patch_badnet.model, n_overlays=5, alpha=0.9, beta=0.5, threshold="quantile",
+        sequential=False, random_state=3, batch_size=16,
     ).fit(patch_badnet.X_val[:60])
     X = np.concatenate([patch_badnet.X_test[:6], patch_badnet.X_poisoned[:4]])
     scores = detector.score_samples(X)
 
-    rng = np.random.default_rng(check_random_state(3).randint(2**31 - 1))
-    overlays = _draw_overlays(rng, 60, 5, np.full(len(X), 60))
+    streams = _mix(_content_hashes(X) ^ _mix(np.full(len(X), check_random_state(3).randint(2**31 - 1), dtype=np.uint64)))
+    overlays = _draw_overlays(streams, 60, 5, np.full(len(X), 60))
     low, high = detector.pixel_range_
     for x, chosen, score in zip(X, overlays, scores):
         blends = np.clip(0.9 * x + 0.5 * patch_badnet.X_val[:60][chosen], low, high)
@@ -87,14 +90,28 @@ def test_scores_match_a_naive_per_input_loop(patch_badnet):
 
 @pytest.mark.parametrize("n_pool, n_overlays", [(9, 8), (20, 7), (500, 10)])
 def test_overlays_are_distinct_and_skip_the_input_itself(n_pool, n_overlays):
-    rng = np.random.default_rng(0)
     excluded = np.r_[np.arange(n_pool), np.full(50, n_pool)]
-    draws = _draw_overlays(rng, n_pool, n_overlays, excluded)
+    streams = _mix(np.arange(len(excluded), dtype=np.uint64))
+    draws = _draw_overlays(streams, n_pool, n_overlays, excluded)
     assert draws.shape == (len(excluded), n_overlays)
     assert draws.min() >= 0 and draws.max() < n_pool
     for row, skip in zip(draws, excluded):
         assert len(set(row.tolist())) == n_overlays
         assert skip not in row
+    # Each row depends on its own stream only: drawing a subset gives the same rows.
+    subset = np.arange(0, len(excluded), 3)
+    np.testing.assert_array_equal(_draw_overlays(streams[subset], n_pool, n_overlays, excluded[subset]), draws[subset])
+
+
+def test_overlay_order_is_uniform():
+    # The first overlay of many inputs hits every pool image about equally often: the
+    # sequential rule's first blends are a fair sample, not the lowest pool indices.
+    streams = _mix(np.arange(20000, dtype=np.uint64))
+    for n_pool, n_overlays in ((30, 10), (200, 10)):
+        first = _draw_overlays(streams, n_pool, n_overlays, np.full(len(streams), n_pool))[:, 0]
+        counts = np.bincount(first, minlength=n_pool)
+        expected = len(streams) / n_pool
+        assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
 
 
 def test_superimposition_weights_and_clips():
@@ -113,11 +130,94 @@ def test_fit_never_blends_a_pool_image_with_itself():
     model = keras.Sequential(
         [keras.Input((3, 3, 1)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")]
     )
-    first = STRIPDetector(model=model, n_overlays=9, random_state=0).fit(X)
-    second = STRIPDetector(model=model, n_overlays=9, random_state=123).fit(X)
+    first = STRIPDetector(model=model, n_overlays=9, frr=0.1, sequential=False, random_state=0).fit(X)
+    second = STRIPDetector(model=model, n_overlays=9, frr=0.1, sequential=False, random_state=123).fit(X)
     np.testing.assert_allclose(first.clean_scores_, second.clean_scores_, rtol=1e-6)
     # The same rule holds at predict time for inputs equal to pool images.
     np.testing.assert_allclose(second.score_samples(X[::-1]), first.clean_scores_[::-1], rtol=1e-6)
+
+
+# ------------------------------------------------------- batch independence, sequential
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_scores_do_not_depend_on_the_batch(patch_badnet, sequential):
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=10, frr=0.05, sequential=sequential, random_state=0)
+    detector.fit(patch_badnet.X_val)
+    X = np.concatenate([patch_badnet.X_test[:40], patch_badnet.X_poisoned[:20], patch_badnet.X_val[:5]])
+    together = detector.score_samples(X)
+    alone = np.array([detector.score_samples(x[np.newaxis])[0] for x in X])
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
+    order = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_allclose(detector.score_samples(X[order]), together[order], rtol=1e-5, atol=1e-6)
+    small_batches = clone(detector).set_params(batch_size=7).fit(patch_badnet.X_val)
+    np.testing.assert_allclose(small_batches.score_samples(X), together, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(detector.predict(X), np.array([detector.predict(x[np.newaxis])[0] for x in X]))
+
+
+def _blend_entropies(detector, X):
+    """Every blend's entropy, computed in full (no early stop), shape (n, n_overlays)."""
+    overlays = detector._overlays(np.asarray(X, np.float32), _content_hashes(X), detector._root_seed())
+    return detector._blend_values(np.asarray(X, np.float32), overlays)
+
+
+def test_sequential_equals_the_full_computation_unless_it_stops(patch_badnet):
+    X = np.concatenate([patch_badnet.X_test, _successful_poisoned(patch_badnet)[:100]])
+    sequential = STRIPDetector(model=patch_badnet.model, n_overlays=10, frr=0.05, random_state=0).fit(patch_badnet.X_val)
+    full = clone(sequential).set_params(sequential=False).fit(patch_badnet.X_val)
+    assert sequential.offset_ == full.offset_
+    np.testing.assert_array_equal(sequential.clean_scores_, full.clean_scores_)
+    assert 0 < sequential.stopping_margin_ < np.inf
+    assert np.isnan(full.stopping_margin_)
+
+    values = _blend_entropies(sequential, X)
+    cumulative = np.cumsum(values, axis=1)
+    expected = cumulative[:, -1] / 10  # inputs that never stop: the full score
+    stopped = np.zeros(len(X), dtype=bool)
+    for m in sequential._checkpoints():
+        now = ~stopped & sequential._stop(cumulative[:, m - 1], m, sequential.stopping_margin_)
+        expected[now] = cumulative[now, m - 1] / m
+        stopped |= now
+    assert stopped.any() and not stopped.all()
+    scores = sequential.score_samples(X)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores[~stopped], full.score_samples(X[~stopped]), rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_keeps_frr_and_far_and_runs_fewer_blends(patch_badnet, monkeypatch):
+    clean, poisoned = patch_badnet.X_test, _successful_poisoned(patch_badnet)
+    counted = []
+    original = _strip.predict_proba_batches
+
+    def counting(model, blends, **kwargs):
+        counted.append(len(blends))
+        return original(model, blends, **kwargs)
+
+    monkeypatch.setattr(_strip, "predict_proba_batches", counting)
+    rates = {}
+    for sequential in (False, True):
+        detector = STRIPDetector(model=patch_badnet.model, n_overlays=10, frr=0.05, sequential=sequential, random_state=0)
+        detector.fit(patch_badnet.X_val)
+        counted.clear()
+        frr = np.mean(detector.predict(clean) == -1)
+        far = np.mean(detector.predict(poisoned) == 1)
+        rates[sequential] = (frr, far, sum(counted))
+    assert abs(rates[True][0] - rates[False][0]) <= 0.01
+    assert abs(rates[True][1] - rates[False][1]) <= 0.01
+    assert rates[True][2] < 0.6 * rates[False][2]
+
+
+def test_fit_predict_equals_fit_then_predict_when_sequential(patch_badnet):
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=10, frr=0.1, random_state=0)
+    np.testing.assert_array_equal(detector.fit_predict(patch_badnet.X_val), clone(detector).fit(patch_badnet.X_val).predict(patch_badnet.X_val))
+
+
+def test_agreement_statistic_never_stops_early(patch_badnet):
+    detector = STRIPDetector(model=patch_badnet.model, n_overlays=6, frr=0.1, statistic="agreement", random_state=0)
+    detector.fit(patch_badnet.X_val)
+    full = clone(detector).set_params(sequential=False).fit(patch_badnet.X_val)
+    np.testing.assert_array_equal(detector.score_samples(patch_badnet.X_test[:50]), full.score_samples(patch_badnet.X_test[:50]))
+    assert np.isnan(detector.stopping_margin_)
 
 
 # --------------------------------------------------------------------------- sklearn API
@@ -153,21 +253,58 @@ def test_offset_is_the_frr_quantile_of_clean_scores(patch_badnet, threshold):
     rejected = np.mean(detector.clean_scores_ < detector.offset_)
     assert rejected == pytest.approx(0.2, abs=0.08)
     if threshold == "quantile":
-        assert detector.offset_ == pytest.approx(np.quantile(detector.clean_scores_, 0.2))
+        # Rank frr * (n + 1): the expected share of new clean scores below it is frr.
+        assert detector.offset_ == pytest.approx(np.quantile(detector.clean_scores_, 0.2, method="weibull"))
+
+
+def _tiny_softmax(input_shape=(2, 2, 1), n_classes=2, scale=1.0, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input(input_shape), keras.layers.Flatten(),
+        keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=scale)),
+    ])
 
 
 def test_gaussian_threshold_below_zero_warns(monkeypatch):
     # Scores piled at 0 with a long tail: the Gaussian quantile falls below 0.
-    scores = np.r_[np.zeros(90), np.full(10, 2.0)]
-    detector = STRIPDetector(
-        model=keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]),
-        n_overlays=2, frr=0.01,
-    )
+    values = np.r_[np.zeros(90), np.full(10, 2.0)][:, np.newaxis].repeat(2, axis=1)
+    detector = STRIPDetector(model=_tiny_softmax(), n_overlays=2, frr=0.01, threshold="gaussian")
     X = np.random.default_rng(0).uniform(0, 1, (100, 2, 2, 1))
-    monkeypatch.setattr(STRIPDetector, "_scores", lambda self, X, fingerprints: scores)
+    monkeypatch.setattr(STRIPDetector, "_blend_values", lambda self, inputs, overlays: values[: len(inputs)])
     with pytest.warns(UserWarning, match="threshold='quantile'"):
         detector.fit(X)
     assert detector.offset_ < 0
+
+
+def test_rejected_share_of_held_out_clean_data_matches_frr():
+    # A net whose clean entropies are skewed (most inputs confident): the Gaussian fit
+    # misses its frr, the corrected empirical quantile does not. Averaged over random
+    # pool / held-out splits, as the scores themselves depend on the pool drawn.
+    model = _tiny_softmax(input_shape=(3, 3, 1), n_classes=4, scale=1.0)
+    rng = np.random.default_rng(0)
+    X = np.minimum(2 * rng.beta(0.3, 2.0, size=(12000, 3, 3, 1)), 1).astype(np.float32)
+    n_pool, n_splits = 2000, 5
+    for frr in (0.01, 0.05):
+        rejected, gaussian_rejected = [], []
+        for split in range(n_splits):
+            order = np.random.default_rng(split).permutation(len(X))
+            pool, held_out = X[order[:n_pool]], X[order[n_pool:]]
+            detector = STRIPDetector(model=model, n_overlays=4, frr=frr, beta=0.3, random_state=split).fit(pool)
+            rejected.append(np.mean(detector.predict(held_out) == -1))
+            gaussian = clone(detector).set_params(threshold="gaussian", sequential=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gaussian.fit(pool)
+            gaussian_rejected.append(np.mean(gaussian.score_samples(held_out) < gaussian.offset_))
+        # Sampling error of one split: the threshold (pool) and the measured share (held out).
+        sigma = np.sqrt(frr * (1 - frr) * (1 / n_pool + 1 / (len(X) - n_pool)))
+        assert abs(np.mean(rejected) - frr) < 2 * sigma, (frr, rejected)
+        assert np.mean(gaussian_rejected) - frr > 4 * sigma, (frr, gaussian_rejected)
+
+
+def test_a_pool_too_small_for_frr_warns(patch_badnet):
+    with pytest.warns(UserWarning, match="frr=0.01 needs at least 99 clean images"):
+        STRIPDetector(model=patch_badnet.model, n_overlays=4, frr=0.01, random_state=0).fit(patch_badnet.X_val[:50])
 
 
 def test_same_seed_same_scores_and_batch_size_does_not_matter(patch_badnet):
@@ -275,6 +412,38 @@ def test_unfitted_use_raises(patch_badnet):
 def test_invalid_parameters(patch_badnet, params, match):
     with pytest.raises(ValueError, match=match):
         STRIPDetector(model=patch_badnet.model, **params).fit(patch_badnet.X_val[:40])
+
+
+@pytest.mark.parametrize(
+    "alpha, beta, match", [(0.0, 0.0, "every blend is black"), (0.0, 1.0, "do not depend on the input")]
+)
+def test_alpha_zero_is_refused(patch_badnet, alpha, beta, match):
+    with pytest.raises(ValueError, match=match):
+        STRIPDetector(model=patch_badnet.model, alpha=alpha, beta=beta).fit(patch_badnet.X_val)
+
+
+def test_models_without_one_class_output_are_refused():
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inputs)
+    X = np.random.default_rng(0).uniform(0, 1, (30, 4, 4, 1))
+    two = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax", name="a")(flat),
+                               keras.layers.Dense(3, activation="softmax", name="b")(flat)])
+    with pytest.raises(ValueError, match=r"single output of class scores; this model has 2 outputs: 'a"):
+        STRIPDetector(model=two, n_overlays=3).fit(X)
+    sizes = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax")(flat), keras.layers.Dense(5)(flat)])
+    with pytest.raises(ValueError, match=r"2 outputs \(of different sizes\).*model.outputs\[0\]"):
+        STRIPDetector(model=sizes, n_overlays=3).fit(X)
+    single = keras.Model(inputs, keras.layers.Dense(1, name="regression")(flat))
+    with pytest.raises(ValueError, match=r"at least 2 classes; this model's output is 'regression.*single unit"):
+        STRIPDetector(model=single, n_overlays=3).fit(X)
+
+
+def test_inputs_scaled_differently_from_the_pool_are_refused(patch_badnet, fitted):
+    # Fitted on 0..16 pixels; the same images divided by 16 lie inside that range.
+    with pytest.raises(ValueError, match=r"sliver.*Scale X the same way as the fit data"):
+        fitted.predict(patch_badnet.X_test[:20] / 16)
+    with pytest.warns(UserWarning, match="sliver"):
+        fitted.predict(patch_badnet.X_test[:1] / 16)
 
 
 def test_model_is_required(patch_badnet):

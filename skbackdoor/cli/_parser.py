@@ -1,0 +1,302 @@
+"""The argument parser of the ``skbackdoor`` command.
+
+Nothing here imports TensorFlow, so that ``skbackdoor --help`` and ``--version`` answer
+at once. The defaults of the options that set a defense's parameters are read from the
+estimator's ``__init__`` in its source file (without importing it), so that ``--help``
+shows the values the estimator really uses.
+"""
+
+import argparse
+import ast
+import importlib.util
+from fractions import Fraction
+
+from .. import __version__
+
+UNSAFE = (
+    "Loading a joblib file is as unsafe as pickle: it can execute arbitrary code. "
+    "Only pass files you created or trust."
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show ``(default: ...)`` where there is a default worth showing; keep epilogs as written."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _init_defaults(module, class_name):
+    """Keyword defaults of ``class_name.__init__`` in ``skbackdoor.<module>``, from its source."""
+    try:
+        spec = importlib.util.find_spec(f"skbackdoor.{module}")
+        with open(spec.origin, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (ImportError, AttributeError, OSError, SyntaxError):
+        return {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    defaults = {}
+                    for argument, default in zip(item.args.kwonlyargs, item.args.kw_defaults):
+                        try:
+                            defaults[argument.arg] = ast.literal_eval(default)
+                        except (ValueError, TypeError, SyntaxError):
+                            pass
+                    return defaults
+    return {}
+
+
+FINE_PRUNER_DEFAULTS = _init_defaults("_fine_pruning", "FinePruner")
+NEURAL_CLEANSE_DEFAULTS = _init_defaults("_neural_cleanse", "NeuralCleanse")
+
+
+def scale(text):
+    """``--input-scale``: a number (``0.00392156862745098``) or a fraction (``1/255``)."""
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number or a fraction such as 1/255"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the input scale must be positive, got {text!r}")
+    return value
+
+
+def label_list(text):
+    """``--labels``: comma-separated labels and ranges, e.g. ``0,7,100-199``."""
+    labels = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            start = int(first)
+            stop = int(last) if last else start
+            if start < 0 or stop < start:
+                raise ValueError
+            labels.extend(range(start, stop + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of labels such as 0,7,100-199 (non-negative, ranges low-high)"
+        ) from None
+    return sorted(set(labels))
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _common_options():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show TensorFlow's own log lines (hidden by default), progress bars and Keras's "
+        "per-epoch lines",
+    )
+    return common
+
+
+def _model_options(*, required):
+    group = argparse.ArgumentParser(add_help=False)
+    group.add_argument(
+        "--model", required=required, metavar="FILE",
+        help="the BadNet: a .keras file, a full-model .h5 file, or a weights-only .h5 file "
+        "together with --architecture",
+    )
+    group.add_argument(
+        "--architecture", metavar="NAME",
+        help="architecture of a weights-only .h5 file: csaw-deepid (the CSAW-HackML-2020 "
+        "face classifier). Not needed for .keras or full-model .h5 files",
+    )
+    group.add_argument(
+        "--input-scale", type=scale, metavar="SCALE",
+        help="multiply raw pixels by SCALE before the network, for nets trained on scaled "
+        "pixels: 1/255 for the CSAW-HackML-2020 nets except lab3 (a number or a fraction). "
+        "Default: raw pixels",
+    )
+    return group
+
+
+def _scan_options(parser, *, title):
+    nc = NEURAL_CLEANSE_DEFAULTS
+    group = parser.add_argument_group(title)
+    group.add_argument(
+        "--labels", type=label_list, metavar="LIST",
+        help="candidate target labels to scan, e.g. 0-99 or 0,5,17. Default: every class",
+    )
+    group.add_argument(
+        "--steps", type=positive_int, metavar="N", default=nc.get("steps"),
+        help="optimisation steps of the trigger search for each fully searched label",
+    )
+    group.add_argument(
+        "--screening", choices=("auto", "on", "off"), default="auto",
+        help="first shortlist the labels with a short search of every label (auto: when "
+        "there are more than 64 candidate labels, e.g. the 1,283 CSAW classes)",
+    )
+    group.add_argument(
+        "--candidates", type=positive_int, metavar="N", default=nc.get("n_candidates"),
+        help="labels the screening keeps for the full search (plus as many random labels "
+        "as a reference for the median)",
+    )
+    group.add_argument(
+        "--screening-steps", type=positive_int, metavar="N", default=nc.get("screening_steps"),
+        help="optimisation steps of the screening search",
+    )
+    group.add_argument(
+        "--batch-size", type=positive_int, metavar="N", default=nc.get("batch_size"),
+        help="clean images per label in each step of the trigger search",
+    )
+    group.add_argument(
+        "--anomaly-threshold", type=float, metavar="Z", default=nc.get("anomaly_threshold"),
+        help="flag a label whose anomaly index (robust z-score of its trigger's size, "
+        "below the median) exceeds this; 2 is the paper's choice",
+    )
+    group.add_argument(
+        "--max-images", type=positive_int, metavar="N",
+        help="use at most the first N clean images. Default: all",
+    )
+
+
+def build_parser():
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="skbackdoor",
+        description="Detect poisoned inputs and repair backdoored Keras image classifiers "
+        "(CSAW-HackML-2020 style). Run 'skbackdoor COMMAND --help' for a command's options.",
+        epilog=UNSAFE,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skbackdoor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # ------------------------------------------------------------------ scan
+    scan = commands.add_parser(
+        "scan", parents=[common, _model_options(required=True)], formatter_class=_HelpFormatter,
+        help="is this model backdoored, and towards which label? (Neural Cleanse)",
+        description="Reverse-engineer, for each candidate label, the smallest trigger that "
+        "sends clean images to it (Neural Cleanse, Wang et al., IEEE S&P 2019). A label "
+        "whose trigger is much smaller than the others' is flagged as a backdoor target. "
+        "Prints the verdict and the flagged labels; writes report.json and the reversed "
+        "triggers as PNG files (trigger_LABEL.png: the pattern with the mask as alpha; "
+        "triggered_LABEL.png: the first clean image with it applied). The model is not changed.",
+        epilog="Example (CSAW-HackML-2020, 1,283 classes, screening on by itself):\n"
+        "  skbackdoor scan --model sunglasses_bd_weights.h5 --architecture csaw-deepid \\\n"
+        "      --input-scale 1/255 --clean clean_validation_data.h5 --output-dir scan/",
+    )
+    scan.add_argument(
+        "--clean", required=True, metavar="PATH",
+        help="clean images: a CSAW .h5 file (images and true labels) or a folder of "
+        "PNG/JPEG files (then the model's own predictions serve as labels)",
+    )
+    scan.add_argument(
+        "--output-dir", default="skbackdoor-scan", metavar="DIR",
+        help="folder for report.json and the trigger PNG files (created if needed)",
+    )
+    _scan_options(scan, title="trigger search")
+    scan.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the search")
+
+    # ------------------------------------------------------------------ repair
+    fp = FINE_PRUNER_DEFAULTS
+    repair = commands.add_parser(
+        "repair", parents=[common, _model_options(required=True)], formatter_class=_HelpFormatter,
+        help="repair a BadNet on clean data and save the GoodNet G(B, B')",
+        description="Repair the BadNet B on clean data (Fine-Pruning or Neural Cleanse's "
+        "unlearning) into B', and save with joblib a GoodNetClassifier G(B, B') that "
+        "answers N (the number of classes, 'poisoned') where B and B' disagree.",
+        epilog="Example (CSAW-HackML-2020):\n"
+        "  skbackdoor repair --model sunglasses_bd_weights.h5 --architecture csaw-deepid \\\n"
+        "      --input-scale 1/255 --clean clean_validation_data.h5 --layer conv_3 \\\n"
+        "      --output goodnet.joblib",
+    )
+    repair.add_argument(
+        "--clean", required=True, metavar="PATH",
+        help="clean validation data: a CSAW .h5 file (images and true labels) or a folder "
+        "of PNG/JPEG files (then the model's own predictions serve as labels)",
+    )
+    repair.add_argument("--output", required=True, metavar="FILE", help="where to write the fitted GoodNetClassifier (.joblib)")
+    repair.add_argument("--save-model", metavar="FILE", help="also save the repaired network B' as a .keras file")
+    repair.add_argument(
+        "--defense", choices=("fine-pruning", "neural-cleanse"), default="fine-pruning",
+        help="how B' is made: FinePruner (prune dormant channels, fine-tune) or "
+        "NeuralCleanse (reverse-engineer the trigger, unlearn it)",
+    )
+    repair.add_argument(
+        "--epochs", type=int, metavar="N",
+        help=f"fine-tuning epochs. Default: the defense's own ({fp.get('epochs')} for "
+        f"fine-pruning, {NEURAL_CLEANSE_DEFAULTS.get('epochs')} per unlearning round for neural-cleanse)",
+    )
+    repair.add_argument(
+        "--learning-rate", type=float, metavar="RATE",
+        help=f"Adam learning rate of the fine-tuning. Default: the defense's own "
+        f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
+    )
+    repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning (and of the trigger search)")
+    pruning = repair.add_argument_group("fine-pruning")
+    pruning.add_argument(
+        "--layer", metavar="NAME",
+        help="convolution to prune (CSAW-HackML reports prune conv_3). Default: the last "
+        "convolution that can be split off",
+    )
+    pruning.add_argument(
+        "--prune-fraction", type=float, metavar="FRACTION", default=fp.get("prune_fraction"),
+        help="fraction of the layer's channels to prune. Default: as many as "
+        "--max-accuracy-drop allows",
+    )
+    pruning.add_argument(
+        "--max-accuracy-drop", type=float, metavar="DROP", default=fp.get("max_accuracy_drop"),
+        help="prune while the clean accuracy stays within this drop of the BadNet's",
+    )
+    _scan_options(repair, title="neural-cleanse (the trigger search before unlearning)")
+
+    # ------------------------------------------------------------------ predict
+    predict = commands.add_parser(
+        "predict", parents=[common, _model_options(required=False)], formatter_class=_HelpFormatter,
+        help="print one label per image (N = poisoned)",
+        description="Print one label per image: its class 0..N-1, or N (the number of "
+        "classes) when the defense judges it poisoned (the CSAW-HackML-2020 format). "
+        "With --model alone, the model's own label.",
+        epilog="Example:\n  skbackdoor predict --defense goodnet.joblib faces/\n\n" + UNSAFE,
+    )
+    predict.add_argument(
+        "--defense", metavar="FILE",
+        help="a joblib file of a fitted defense written by skbackdoor (repair's --output, or "
+        "joblib.dump of a GoodNetClassifier, FinePruner, NeuralCleanse or STRIPDetector; "
+        "a STRIPDetector needs --model or its own). " + UNSAFE,
+    )
+    predict.add_argument("--show-paths", action="store_true", help="print 'PATH<TAB>LABEL' instead of the label alone")
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE",
+        help=f"image files, or folders of them ({', '.join(IMAGE_SUFFIXES)}), at the model's input size",
+    )
+
+    # ------------------------------------------------------------------ evaluate
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common, _model_options(required=False)], formatter_class=_HelpFormatter,
+        help="clean accuracy, attack success and detection rates on CSAW .h5 files",
+        description="Print the clean accuracy (CCA) and the share of clean inputs flagged "
+        "(FRR) on --clean, and for each --poisoned file the attack success rate (ASR) and the "
+        "share flagged.",
+        epilog="Example:\n  skbackdoor evaluate --defense goodnet.joblib --clean clean_test_data.h5 \\\n"
+        "      --poisoned sunglasses_poisoned_data.h5 --target 0\n\n" + UNSAFE,
+    )
+    evaluate.add_argument("--defense", metavar="FILE", help="a joblib file of a fitted defense written by skbackdoor. " + UNSAFE)
+    evaluate.add_argument("--clean", required=True, metavar="H5", help="CSAW .h5 file of clean images and their true labels")
+    evaluate.add_argument(
+        "--poisoned", action="append", default=[], metavar="H5",
+        help="CSAW .h5 file of poisoned images (repeatable)",
+    )
+    evaluate.add_argument(
+        "--target", type=int, action="append", metavar="LABEL",
+        help="the attacker's target label, once per --poisoned file. Default: the labels "
+        "stored in each file",
+    )
+    return parser
