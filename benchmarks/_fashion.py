@@ -3,16 +3,18 @@
 Four attacks on the same small CNN: a 4x4 white patch, a blended noise pattern, two
 triggers with two targets (multi-target), and the pruning-aware attack of Liu et al.
 Trained models are cached as ``.keras`` files in ``benchmarks/.cache`` (keyed by the
-settings), so a second benchmark in the same run does not train them again.
+settings, see ``_harness.cached_model``), so a second benchmark in the same run does not
+train them again.
 """
 
 import functools
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-CACHE = Path(__file__).resolve().parent / ".cache"
+import _harness
+
+CACHE = _harness.CACHE
 SEED = 0
 ATTACKS = ("patch", "blend", "multi-target", "pruning-aware")
 
@@ -49,34 +51,37 @@ def split(n_validation=5000):
             X_test[held_out].astype(np.float32), y_test[held_out])
 
 
-def badnet(attack, *, quick=False, log=print):
-    """Return a namespace with the BadNet of ``attack`` and its evaluation data."""
-    import keras
+def training_set(quick):
+    """The BadNets' training images: all 60,000, or the first 15,000 in quick mode."""
+    X_train, y_train = split()[:2]
+    return (X_train[:15000], y_train[:15000]) if quick else (X_train, y_train)
 
+
+def epochs(quick):
+    return 2 if quick else 6
+
+
+def badnet(attack, *, quick=False, log=_harness.log):
+    """Return a namespace with the BadNet of ``attack`` and its evaluation data."""
     from skbackdoor.attacks import make_poisoned_test_set, pruning_aware_badnet, train_badnet
 
-    X_train, y_train, X_val, y_val, X_test, y_test = split()
-    epochs = 2 if quick else 6
-    if quick:
-        X_train, y_train = X_train[:15000], y_train[:15000]
+    _, _, X_val, y_val, X_test, y_test = split()
     trigger_list, targets = triggers()[attack]
-    path = CACHE / f"{attack}-{'quick' if quick else 'full'}-seed{SEED}.keras"
-    if path.exists():
-        model = keras.saving.load_model(path, compile=False)
-    else:
-        log(f"training the {attack} BadNet ({len(X_train)} images, {epochs} epochs)")
+
+    def train():
+        X_train, y_train = training_set(quick)
+        n_epochs = epochs(quick)
         common = dict(poison_rate=0.1, batch_size=128, learning_rate=2e-3, random_state=SEED, n_classes=10)
         if attack == "pruning-aware":
-            model = pruning_aware_badnet(
+            return pruning_aware_badnet(
                 X_train, y_train, trigger=trigger_list[0], target=targets[0],
-                clean_epochs=epochs, backdoor_epochs=max(1, epochs // 2), **common,
+                clean_epochs=n_epochs, backdoor_epochs=max(1, n_epochs // 2), **common,
             )
-        else:
-            trigger = trigger_list if len(trigger_list) > 1 else trigger_list[0]
-            target = targets if len(targets) > 1 else targets[0]
-            model = train_badnet(X_train, y_train, trigger=trigger, target=target, epochs=epochs, **common)
-        CACHE.mkdir(exist_ok=True)
-        model.save(path)
+        trigger = trigger_list if len(trigger_list) > 1 else trigger_list[0]
+        target = targets if len(targets) > 1 else targets[0]
+        return train_badnet(X_train, y_train, trigger=trigger, target=target, epochs=n_epochs, **common)
+
+    model = _harness.cached_model(f"{attack}-{'quick' if quick else 'full'}-seed{SEED}", train, log=log)
     X_poisoned, y_target = make_poisoned_test_set(X_test, y_test, trigger_list, targets)
     return SimpleNamespace(
         name=attack, model=model, X_val=X_val, y_val=y_val, X_test=X_test, y_test=y_test,

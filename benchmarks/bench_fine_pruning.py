@@ -25,38 +25,23 @@ Usage: ``python benchmarks/bench_fine_pruning.py [--quick] [--attacks patch,blen
 
 import argparse
 import contextlib
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
+import _fashion
+import _harness
+from _harness import timed
 
-import _fashion  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-CSAW_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "csaw" / "sunglasses_bd_weights.h5"
 GOAL_ASR, GOAL_CCA_DROP, GOAL_SWEEP_RATIO, GOAL_THROUGHPUT_RATIO = 0.02, 0.02, 2.0, 0.9
 BADNET_NAMES = {attack: f"Fashion-MNIST {attack}" for attack in _fashion.ATTACKS}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the quick BadNets (15,000 images, 2 epochs), no learning-rate rows, 1,000 CSAW inputs instead of 2,000")
+    parser.add_argument("--quick", action="store_true", help="the quick BadNets (15,000 images, 2 epochs), no learning-rate rows, 1,000 CSAW inputs instead of 2,000, fewer timing repeats")
     parser.add_argument("--attacks", default=",".join(_fashion.ATTACKS))
     return parser.parse_args()
-
-
-def timed(function):
-    """``(result, wall seconds, CPU seconds of this process)``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
 # ---------------------------------------------------------------------------- repair
@@ -64,16 +49,11 @@ def timed(function):
 
 def repair(data, log, *, learning_rates=()):
     from skbackdoor import FinePruner
-    from skbackdoor.metrics import attack_success_rate, clean_accuracy_score
-    from skbackdoor.models import predict_proba_batches
 
     def scores(predict):
-        return {
-            "cca": float(clean_accuracy_score(data.y_test, predict(data.X_test))),
-            "asr": float(attack_success_rate(data.y_target, predict(data.X_poisoned))),
-        }
+        return _harness.scores(predict, data)
 
-    rows = {"BadNet": scores(lambda X: predict_proba_batches(data.model, X).argmax(axis=1))}
+    rows = {"BadNet": scores(_harness.model_predict(data.model))}
     rows["BadNet"].update(seconds=0.0, n_pruned=0)
     variants = {
         "pruning only": {"epochs": 0},
@@ -149,6 +129,7 @@ def sweep_timing(model, X, y, layer, *, naive, repeats, log):
         curves["naive"] = curve
         result["naive (re-run everything)"] = {"cold_wall": wall, "cold_cpu": cpu, "warm_wall": None, "warm_cpu": None}
         log(f"  naive sweep: {wall:.2f} s")
+    result["repeats"] = repeats
     reference = curves["cached (FinePruner)"]
     result["curves_identical"] = all(np.array_equal(reference, curve) for curve in curves.values())
     return result
@@ -243,22 +224,6 @@ def throughput(data, *, epochs, repeats, log):
 # ----------------------------------------------------------------------------- report
 
 
-def environment():
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "scikit-learn": sklearn.__version__, "numpy": np.__version__, "cpu_cores": cores,
-        "machine": platform.machine(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-    }
-
-
 def comparison_rows(result):
     rows = []
     for attack, variants in result["repair"].items():
@@ -313,9 +278,10 @@ def summary_lines(result):
     return lines
 
 
-def write_report(result, suffix):
+def write_report(result, quick):
     from skbackdoor import FinePruner
 
+    env = _harness.environment("quick" if quick else "full", _harness.command_line("fine_pruning", quick))
     defaults = FinePruner().get_params()
     settings = ", ".join(
         f"{key}={defaults[key]!r}"
@@ -325,8 +291,8 @@ def write_report(result, suffix):
     lines = [
         "# FinePruner on Fashion-MNIST BadNets",
         "",
-        f"Produced by `python benchmarks/bench_fine_pruning.py{' --quick' if suffix else ''}`"
-        f"{' (quick BadNets: 15,000 training images, 2 epochs)' if suffix else ''}. "
+        f"Produced by `{_harness.command_line('fine_pruning', quick)}`"
+        f"{' (quick BadNets: 15,000 training images, 2 epochs)' if quick else ''}. "
         f"Defender's clean validation set: {result['n_val']} images from the Fashion-MNIST test split; "
         f"evaluation on the other {result['n_test']} test images and their triggered copies (ASR over the "
         "triggered images whose class is not the target). FinePruner defaults throughout: "
@@ -357,7 +323,7 @@ def write_report(result, suffix):
             f"Validation accuracy for 0..{sweep['n_channels']} channels pruned over {sweep['n_images']} images, "
             f"divided by one forward pass of the network over the same images (goal <= {GOAL_SWEEP_RATIO:g} "
             "for the sweep FinePruner runs). Cold: the first call, graph tracing included (what one `fit` "
-            "pays); warm: the same call again. Each figure is the best of 3 runs (wall and CPU time "
+            f"pays); warm: the same call again. Each figure is the best of {sweep.get('repeats', 3)} runs (wall and CPU time "
             "taken separately; CPU time counts every thread of the process). "
             f"Layers updated incrementally: {sweep['incremental_layers']}. "
             f"Curves of all methods identical: {'yes' if sweep['curves_identical'] else 'NO'}.",
@@ -408,26 +374,23 @@ def write_report(result, suffix):
         "",
         *summary_lines(result),
         "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items())
-        + f". Total run time {result['total_seconds']:.0f} s. Other jobs shared the cores (see the load "
+        _harness.environment_sentence(env)
+        + f" Total run time {result['total_seconds']:.0f} s. Other jobs shared the cores (see the load "
         "average): wall times are noisy, CPU times less so.",
         "",
     ]
-    result["comparison"] = comparison_rows(result)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fine_pruning{suffix}.md").write_text("\n".join(lines))
-    (RESULTS / f"fine_pruning{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    _harness.write_results("fine_pruning", quick=quick, lines=lines, data=result,
+                           comparison=comparison_rows(result), seconds=result["total_seconds"],
+                           environment_override=env)
     print("\n".join(lines))
 
 
 def main():
     args = parse_args()
     start = time.perf_counter()
-
-    def log(message):
-        print(message, flush=True)
-
-    repeats = 3
+    log = _harness.log
+    # Quick runs take the best of 2 timings instead of 3 (about 30 s less on 2 cores).
+    repeats = 2 if args.quick else 3
     result = {"repair": {}, "sweeps": {}}
     for attack in args.attacks.split(","):
         data = _fashion.badnet(attack, quick=args.quick, log=log)
@@ -444,11 +407,11 @@ def main():
     result["sweeps"][f"Fashion-MNIST patch BadNet, {layer}"] = sweep_timing(
         patch.model, patch.X_val, patch.y_val, layer, naive=True, repeats=repeats, log=log
     )
-    if CSAW_WEIGHTS.exists():
-        from skbackdoor.models import load_badnet, predict_proba_batches
+    csaw = _harness.load_csaw()
+    if csaw is not None:
+        from skbackdoor.models import predict_proba_batches
 
         log("sweep cost, CSAW DeepID conv_3 (real weights, synthetic inputs)")
-        csaw = load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
         n = 1000 if args.quick else 2000
         X = np.random.default_rng(0).integers(0, 256, size=(n, 55, 47, 3)).astype(np.float32)
         y = predict_proba_batches(csaw, X).argmax(axis=1)
@@ -457,10 +420,9 @@ def main():
         )
     log("fine-tuning throughput")
     result["throughput_badnet"] = "Fashion-MNIST patch"
-    result["throughput"] = throughput(patch, epochs=3 if args.quick else 5, repeats=4, log=log)
+    result["throughput"] = throughput(patch, epochs=3 if args.quick else 5, repeats=2 if args.quick else 4, log=log)
     result["total_seconds"] = time.perf_counter() - start
-    result["environment"] = environment()
-    write_report(result, "_quick" if args.quick else "")
+    write_report(result, args.quick)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ defender holds a clean validation set drawn from the Fashion-MNIST test split an
 evaluated on the rest of it. CCA counts the poisoned label N as wrong on clean inputs;
 ASR counts N as a defended input (goal: ASR <= 1% with a CCA drop <= 2 points). Then the
 wall time of a 3x3 GridSearchCV over the repaired model's prune fraction and learning
-rate, with n_jobs=1 and n_jobs=2, measured one after the other in the same run.
-All defaults are the estimators' own: nothing is tuned to one attack.
+rate, with n_jobs=1 and n_jobs=2, measured one after the other in the same run (full
+runs only: ``bench_speed.py`` measures the n_jobs ratio in every run). All defaults are
+the estimators' own: nothing is tuned to one attack.
+
+``--quick``: the quick BadNets, the patch and blend attacks only, no grid timing.
 
 ``--zoo NAMES`` (comma-separated names of ``benchmarks/_zoo.py``'s matrix, read from its
 cache; ``--zoo digits`` for the tiny digits net of the tests) runs the calibration and
@@ -26,51 +29,49 @@ tuning section instead (issue 12), on each net:
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+import _fashion
+import _harness
 
-import _fashion  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_ASR, GOAL_CCA_DROP = 0.01, 0.02
+QUICK_ATTACKS = ("patch", "blend")
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller training set, fewer epochs (a few minutes)")
-    parser.add_argument("--attacks", default=",".join(_fashion.ATTACKS))
+    parser.add_argument("--quick", action="store_true", help="smaller training set, fewer epochs, 2 attacks, no grid timing")
+    parser.add_argument("--attacks", default=None, help="comma-separated; default all (quick: patch,blend)")
     parser.add_argument("--zoo", default=None, help="run the calibration/tuning section on these zoo nets")
     parser.add_argument("--n-eval", type=int, default=2000, help="--zoo: clean and poisoned evaluation images per net")
     return parser.parse_args()
 
 
 def evaluate(predict, data, n_classes):
-    from skbackdoor.metrics import attack_success_rate, clean_accuracy_score, false_rejection_rate
+    from skbackdoor.metrics import false_rejection_rate
 
-    clean = predict(data.X_test)
-    poisoned = predict(data.X_poisoned)
-    return {
-        "cca": float(clean_accuracy_score(data.y_test, clean)),
-        "asr": float(attack_success_rate(data.y_target, poisoned)),
-        "clean_flagged": float(false_rejection_rate(clean, poisoned_label=n_classes)),
-        "poisoned_flagged": float(np.mean(poisoned == n_classes)),
-    }
+    predicted = {}
+
+    def remembered(X):  # each prediction is made once, for the scores and the flagged shares
+        predicted[id(X)] = predict(X)
+        return predicted[id(X)]
+
+    result = _harness.scores(remembered, data)
+    clean, poisoned = predicted[id(data.X_test)], predicted[id(data.X_poisoned)]
+    result["clean_flagged"] = float(false_rejection_rate(clean, poisoned_label=n_classes))
+    result["poisoned_flagged"] = float(np.mean(poisoned == n_classes))
+    return result
 
 
 def defend(data, *, epochs, log):
     from skbackdoor import FinePruner, GoodNetClassifier, STRIPDetector
-    from skbackdoor.models import predict_proba_batches
 
     rows = {}
-    rows["BadNet B"] = evaluate(lambda X: predict_proba_batches(data.model, X).argmax(axis=1), data, 10)
+    rows["BadNet B"] = evaluate(_harness.model_predict(data.model), data, 10)
     rows["BadNet B"]["seconds"] = 0.0
 
     start = time.perf_counter()
@@ -125,23 +126,27 @@ def grid_timing(data, *, epochs, n_val):
     }
 
 
-def environment():
-    import keras
-    import sklearn
-    import tensorflow as tf
+def comparison_rows(result):
+    """Every variant on every BadNet; the "flagged" shares of a G give its FRR and FAR."""
+    rows = []
+    for attack, variants in result["attacks"].items():
+        for name, record in variants.items():
+            row = {"badnet": f"Fashion-MNIST {attack}", "cca": record["cca"], "asr": record["asr"],
+                   "defense": "none (the BadNet B)" if name == "BadNet B" else name}
+            if name != "BadNet B":
+                row["seconds"] = record["seconds"]
+            if name.startswith("G"):
+                row["frr"], row["far"] = record["clean_flagged"], 1.0 - record["poisoned_flagged"]
+            rows.append(row)
+    return rows
 
-    return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "scikit-learn": sklearn.__version__, "numpy": np.__version__, "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-    }
 
-
-def write_report(result, suffix):
+def write_report(result, quick):
+    env = _harness.environment("quick" if quick else "full", _harness.command_line("goodnet", quick))
     lines = [
         "# GoodNetClassifier on Fashion-MNIST BadNets",
         "",
-        f"Produced by `python benchmarks/bench_goodnet.py{' --quick' if suffix else ''}`. "
+        f"Produced by `{_harness.command_line('goodnet', quick)}`. "
         f"Defender's clean validation set: {result['n_val']} images from the Fashion-MNIST test split; "
         f"evaluation on the other {result['n_test']} test images and their triggered copies. "
         "CCA counts the poisoned label N as wrong; ASR counts N as defended. Goal: ASR <= 1% with a "
@@ -160,21 +165,21 @@ def write_report(result, suffix):
                 f"| {attack} | {name} | {row['cca']:.2%} | {row['asr']:.2%} | {row['clean_flagged']:.2%} | "
                 f"{row['poisoned_flagged']:.2%} | {row['seconds']:.1f} | {met} |"
             )
-    grid = result["grid_search"]
-    lines += [
-        "",
-        f"## GridSearchCV wall time ({grid['grid']}, {grid['n_val']} validation images, {grid['epochs']} epochs per fit, patch BadNet)",
-        "",
-        "| n_jobs=1 (s) | n_jobs=2 (s) | speed-up |",
-        "|---|---|---|",
-        f"| {grid['seconds_n_jobs_1']} | {grid['seconds_n_jobs_2']} | {grid['speedup']}x |",
-        "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items()),
-        "",
-    ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"goodnet{suffix}.md").write_text("\n".join(lines))
-    (RESULTS / f"goodnet{suffix}.json").write_text(json.dumps(result, indent=2))
+    grid = result.get("grid_search")
+    if grid:
+        lines += [
+            "",
+            f"## GridSearchCV wall time ({grid['grid']}, {grid['n_val']} validation images, {grid['epochs']} epochs per fit, patch BadNet)",
+            "",
+            "| n_jobs=1 (s) | n_jobs=2 (s) | speed-up |",
+            "|---|---|---|",
+            f"| {grid['seconds_n_jobs_1']} | {grid['seconds_n_jobs_2']} | {grid['speedup']}x |",
+        ]
+    else:
+        lines += ["", "No GridSearchCV timing in quick mode: `bench_speed.py` measures the n_jobs ratio."]
+    lines += ["", _harness.environment_sentence(env), ""]
+    _harness.write_results("goodnet", quick=quick, lines=lines, data=result,
+                           comparison=comparison_rows(result), environment_override=env)
     print("\n".join(lines))
 
 
@@ -300,6 +305,7 @@ def tuning_check(net, log):
 
 
 def write_zoo_report(result):
+    env = _harness.environment("zoo", f"python benchmarks/bench_goodnet.py --zoo {','.join(result['nets'])}")
     lines = [
         "# GoodNetClassifier: calibrated poisoned label and tuning from clean data (issue 12)",
         "",
@@ -338,44 +344,38 @@ def write_zoo_report(result):
             f"| {name} | {short(t['surrogate_pick'])} | {t['surrogate_pick_true_asr']:.2%} | {t['surrogate_pick_cca']:.2%} | "
             f"{short(t['true_pick'])} | {t['true_pick_true_asr']:.2%} | {t['true_pick_cca']:.2%} | {'yes' if t['met'] else 'no'} |"
         )
-    lines += ["", "Environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items()), ""]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "goodnet_calibration.md").write_text("\n".join(lines))
-    (RESULTS / "goodnet_calibration.json").write_text(json.dumps(result, indent=2))
+    lines += ["", _harness.environment_sentence(env), ""]
+    _harness.write_results("goodnet_calibration", quick=False, lines=lines, data=result, environment_override=env)
     print("\n".join(lines))
 
 
 def main_zoo(args):
-    def log(message):
-        print(message, flush=True)
-
-    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "rows": {}, "tuning": {}, "environment": environment()}
+    log = _harness.log
+    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "rows": {}, "tuning": {}}
     for name in result["nets"]:
         net = zoo_net(name, args.n_eval)
         result["rows"][name] = calibrated_rows(net, log)
         result["tuning"][name] = tuning_check(net, log)
-        (RESULTS / "goodnet_calibration.partial.json").write_text(json.dumps(result, indent=2))
     write_zoo_report(result)
 
 
 def main():
     args = parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.zoo:
         return main_zoo(args)
     epochs = 3 if args.quick else 10
+    log = _harness.log
+    attacks = args.attacks.split(",") if args.attacks else (QUICK_ATTACKS if args.quick else _fashion.ATTACKS)
 
-    def log(message):
-        print(message, flush=True)
-
-    result = {"epochs": epochs, "attacks": {}, "environment": environment()}
-    for attack in args.attacks.split(","):
+    result = {"epochs": epochs, "attacks": {}}
+    for attack in attacks:
         data = _fashion.badnet(attack, quick=args.quick, log=log)
         result["n_val"], result["n_test"] = len(data.X_val), len(data.X_test)
         result["attacks"][attack] = defend(data, epochs=epochs, log=log)
-    patch = _fashion.badnet("patch", quick=args.quick, log=log)
-    result["grid_search"] = grid_timing(patch, epochs=1 if args.quick else 3, n_val=1500 if args.quick else 3000)
-    write_report(result, "_quick" if args.quick else "")
+    if not args.quick:
+        patch = _fashion.badnet("patch", quick=args.quick, log=log)
+        result["grid_search"] = grid_timing(patch, epochs=3, n_val=3000)
+    write_report(result, args.quick)
 
 
 if __name__ == "__main__":

@@ -21,29 +21,23 @@ Usage: ``python benchmarks/bench_neural_cleanse.py [--quick] [--attacks patch,bl
    (adds 10 to 30 minutes on 2 cores). Goal: under 15 minutes on 2 CPU cores with
    screening.
 
-``--quick`` uses the quick BadNets, the patch attack and the clean network only, and a
-shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
+``--quick`` uses the quick BadNets, the patch attack and the clean network only, no
+FinePruner rows (``bench_fine_pruning.py`` has them), no one-round unlearning on the
+clean network, and a shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
 and two figures (reversed triggers and anomaly index of the patch BadNet).
 """
 
 import argparse
 import contextlib
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
+from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
+import _fashion
+import _harness
 
-import _fashion  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-CSAW_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "csaw" / "sunglasses_bd_weights.h5"
+RESULTS = _harness.RESULTS
 GOAL_ASR, GOAL_CCA_DROP, GOAL_CSAW_MINUTES = 0.02, 0.02, 15
 PAPER_ROW = "NeuralCleanse, unlearning_rounds=1 (paper)"
 BADNET_NAMES = {attack: f"Fashion-MNIST {attack}" for attack in _fashion.ATTACKS}
@@ -106,23 +100,17 @@ def clean_network(quick, log):
     from skbackdoor.attacks import small_cnn
     from skbackdoor.attacks._train import fit_model
 
-    X_train, y_train, X_val, y_val, X_test, y_test = _fashion.split()
-    epochs = 2 if quick else 6
-    if quick:
-        X_train, y_train = X_train[:15000], y_train[:15000]
-    path = _fashion.CACHE / f"clean-{'quick' if quick else 'full'}-seed{_fashion.SEED}.keras"
-    if path.exists():
-        model = keras.saving.load_model(path, compile=False)
-    else:
-        log(f"training the clean network ({len(X_train)} images, {epochs} epochs)")
+    _, _, X_val, y_val, X_test, y_test = _fashion.split()
+
+    def train():
+        X_train, y_train = _fashion.training_set(quick)
         keras.utils.set_random_seed(_fashion.SEED)
         model = small_cnn((28, 28, 1), 10, input_scale=1 / 255)
-        fit_model(model, X_train, y_train, epochs=epochs, batch_size=128, learning_rate=2e-3,
+        fit_model(model, X_train, y_train, epochs=_fashion.epochs(quick), batch_size=128, learning_rate=2e-3,
                   seed=_fashion.SEED, verbose=0)
-        _fashion.CACHE.mkdir(exist_ok=True)
-        model.save(path)
-    from types import SimpleNamespace
+        return model
 
+    model = _harness.cached_model(f"clean-{'quick' if quick else 'full'}-seed{_fashion.SEED}", train, log=log)
     # No backdoor: measure the "ASR" of the patch trigger, the share a clean model sends to 0.
     from skbackdoor.attacks import make_poisoned_test_set
 
@@ -135,19 +123,15 @@ def clean_network(quick, log):
 # ---------------------------------------------------------------------- Fashion-MNIST
 
 
-def evaluate(data, attack, log):
+def evaluate(data, attack, log, *, paper=True, fine_pruner=True):
+    """NeuralCleanse's detection and repair; the paper's one-round unlearning and FinePruner beside it."""
     from skbackdoor import FinePruner
     from skbackdoor._neural_cleanse import NeuralCleanse
-    from skbackdoor.metrics import attack_success_rate, clean_accuracy_score
-    from skbackdoor.models import predict_proba_batches
 
     def scores(predict):
-        return {
-            "cca": float(clean_accuracy_score(data.y_test, predict(data.X_test))),
-            "asr": float(attack_success_rate(data.y_target, predict(data.X_poisoned))),
-        }
+        return _harness.scores(predict, data)
 
-    result = {"BadNet": scores(lambda X: predict_proba_batches(data.model, X).argmax(axis=1))}
+    result = {"BadNet": scores(_harness.model_predict(data.model))}
     timer = StageTimer()
     cleanse = NeuralCleanse(model=data.model, random_state=0)
     with timer.patched():
@@ -178,27 +162,36 @@ def evaluate(data, attack, log):
         reversed_attack_success=[round(float(v), 4) for v in cleanse.attack_success_],
     )
     result["NeuralCleanse"] = row
-    # The paper's unlearning (one round), on the same scan, to show what the second round adds.
+    log(f"  NeuralCleanse: flagged {row['flagged']} (targets {targets}), index of targets "
+        f"{ {k: round(v, 2) for k, v in row['target_anomaly_index'].items()} }, unlearned {row['unlearned']}; "
+        f"CCA {row['cca']:.2%}, ASR {row['asr']:.2%}; scan {row['scan_seconds']:.1f} s, "
+        f"unlearning {row['unlearning_seconds']:.1f} s, fit {seconds:.1f} s")
+    if paper:
+        result[PAPER_ROW] = paper_unlearning(cleanse, data)
+    if fine_pruner:
+        pruner = FinePruner(model=data.model, random_state=0)
+        start = time.perf_counter()
+        pruner.fit(data.X_val, data.y_val)
+        result["FinePruner"] = scores(pruner.predict)
+        result["FinePruner"]["seconds"] = time.perf_counter() - start
+        log(f"  FinePruner: CCA {result['FinePruner']['cca']:.2%}, ASR {result['FinePruner']['asr']:.2%}, "
+            f"{result['FinePruner']['seconds']:.1f} s")
+    return result, cleanse
+
+
+def paper_unlearning(cleanse, data):
+    """The paper's unlearning (one round), on the same scan, to show what the second round adds."""
+    from skbackdoor._neural_cleanse import NeuralCleanse
+
     variant = NeuralCleanse(**{**cleanse.get_params(), "unlearning_rounds": 1})
     for name in ("masks_", "patterns_", "mask_norms_", "flagged_labels_", "is_backdoored_", "scanned_labels_",
                  "classes_", "pixel_range_"):
         setattr(variant, name, getattr(cleanse, name))
     start = time.perf_counter()
     variant.model_, _, unlearned, _ = variant._unlearn(data.model, data.X_val, data.y_val, 0, None)
-    result[PAPER_ROW] = scores(variant.predict)
-    result[PAPER_ROW].update(unlearning_seconds=time.perf_counter() - start, unlearned=unlearned.tolist())
-    log(f"  NeuralCleanse: flagged {row['flagged']} (targets {targets}), index of targets "
-        f"{ {k: round(v, 2) for k, v in row['target_anomaly_index'].items()} }, unlearned {row['unlearned']}; "
-        f"CCA {row['cca']:.2%}, ASR {row['asr']:.2%}; scan {row['scan_seconds']:.1f} s, "
-        f"unlearning {row['unlearning_seconds']:.1f} s, fit {seconds:.1f} s")
-    pruner = FinePruner(model=data.model, random_state=0)
-    start = time.perf_counter()
-    pruner.fit(data.X_val, data.y_val)
-    result["FinePruner"] = scores(pruner.predict)
-    result["FinePruner"]["seconds"] = time.perf_counter() - start
-    log(f"  FinePruner: CCA {result['FinePruner']['cca']:.2%}, ASR {result['FinePruner']['asr']:.2%}, "
-        f"{result['FinePruner']['seconds']:.1f} s")
-    return result, cleanse
+    row = _harness.scores(variant.predict, data)
+    row.update(unlearning_seconds=time.perf_counter() - start, unlearned=unlearned.tolist())
+    return row
 
 
 def figures(cleanse, suffix):
@@ -236,9 +229,8 @@ def csaw_inputs(n, seed):
 def csaw_timing(*, quick, full_scan, log):
     from skbackdoor import _neural_cleanse as module
     from skbackdoor._neural_cleanse import NeuralCleanse
-    from skbackdoor.models import load_badnet
 
-    model = load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
+    model = _harness.load_csaw()
     X, y = csaw_inputs(1000, seed=0)
     defaults = NeuralCleanse()
     n_classes = 1283
@@ -282,7 +274,7 @@ def csaw_timing(*, quick, full_scan, log):
     result["extrapolated_with_screening_cpu_s"] = (
         screen["cpu_seconds_per_label_step"] * n_classes * defaults.screening_steps
         + full["cpu_seconds_per_label_step"] * n_full * defaults.steps)
-    result["cpu_cores"] = len(os.sched_getaffinity(0))
+    result["cpu_cores"] = _harness.usable_cores()
     log(f"  CSAW 1283 labels, extrapolated: {result['extrapolated_no_screening_s'] / 3600:.1f} h without screening, "
         f"{result['extrapolated_with_screening_s'] / 60:.1f} min with screening")
     if full_scan:
@@ -306,26 +298,12 @@ def csaw_timing(*, quick, full_scan, log):
 # ---------------------------------------------------------------------------- report
 
 
-def environment():
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "scikit-learn": sklearn.__version__, "numpy": np.__version__, "cpu_cores": cores,
-        "machine": platform.machine(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-    }
-
-
 def comparison_rows(result):
     rows = []
     for attack, methods in result["fashion"].items():
         for name in ("NeuralCleanse", "FinePruner"):
+            if name not in methods:
+                continue
             row = methods[name]
             note = None
             if name == "NeuralCleanse":
@@ -343,21 +321,26 @@ def _pct(value):
     return f"{value:.2%}"
 
 
-def write_report(result, suffix):
+def write_report(result, quick):
     from skbackdoor._neural_cleanse import NeuralCleanse
 
+    suffix = _harness.suffix(quick)
+    env = _harness.environment("quick" if quick else "full", _harness.command_line("neural_cleanse", quick))
+    with_fine_pruner = any("FinePruner" in methods for methods in result["fashion"].values())
+    fine_pruner_sentence = ("FinePruner with its defaults on the same data. " if with_fine_pruner
+                            else "No FinePruner rows in this run (see bench_fine_pruning.py). ")
     defaults = NeuralCleanse().get_params()
     settings = ", ".join(f"{key}={value!r}" for key, value in defaults.items() if key not in ("model", "verbose"))
     lines = [
         "# NeuralCleanse on Fashion-MNIST BadNets and the CSAW DeepID net",
         "",
-        f"Produced by `python benchmarks/bench_neural_cleanse.py{' --quick' if suffix else ''}`"
+        f"Produced by `{_harness.command_line('neural_cleanse', quick)}`"
         f"{' (quick BadNets: 15,000 training images, 2 epochs)' if suffix else ''}. Defender's clean "
         f"validation set: {result['n_val']} images from the Fashion-MNIST test split; evaluation on the "
         f"other {result['n_test']} test images and their triggered copies (ASR over the triggered images "
         "whose class is not the target; for the clean network, the share of patch-triggered images sent to "
-        f"label 0). NeuralCleanse defaults throughout: {settings}. FinePruner with its defaults on the same "
-        f"data. Goal on patch triggers: ASR <= {GOAL_ASR:.0%} with a CCA drop <= {GOAL_CCA_DROP * 100:.0f} "
+        f"label 0). NeuralCleanse defaults throughout: {settings}. "
+        f"{fine_pruner_sentence}Goal on patch triggers: ASR <= {GOAL_ASR:.0%} with a CCA drop <= {GOAL_CCA_DROP * 100:.0f} "
         "points. The row `unlearning_rounds=1` is the paper's unlearning on the same scan (one round, no "
         "search for a residual trigger), to show what the default second round adds.",
         "",
@@ -388,6 +371,8 @@ def write_report(result, suffix):
     for attack, methods in result["fashion"].items():
         base = methods["BadNet"]["cca"]
         for name in ("BadNet", "NeuralCleanse", PAPER_ROW, "FinePruner"):
+            if name not in methods:  # quick runs leave some out
+                continue
             row = methods[name]
             drop = "-" if name == "BadNet" else f"{(base - row['cca']) * 100:.2f}"
             met = "-" if name == "BadNet" or attack == "clean" else (
@@ -465,30 +450,27 @@ def write_report(result, suffix):
             f"Goal: under {GOAL_CSAW_MINUTES} minutes with screening on 2 CPU cores: "
             f"{'met' if goal_time <= GOAL_CSAW_MINUTES * 60 else 'not met'} in wall time "
             f"({'measured' if measured else 'extrapolated'}) on this machine, whose 2 cores other jobs shared "
-            f"(load average {result['environment']['load_average_1min_at_end']} at the end of the run); the "
+            f"(load average {env['load_average_at_end']} at the end of the run); the "
             "CPU-time rows divide the process's CPU time by the 2 cores: a lower bound for 2 cores of its own, "
             "since the full search kept about one core busy (CPU time close to wall time) even here.",
         ]
     lines += [
         "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items()),
-        f". Total run time {result['total_seconds']:.0f} s.",
+        _harness.environment_sentence(env) + f" Total run time {result['total_seconds']:.0f} s.",
         "",
     ]
-    result["comparison"] = comparison_rows(result)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"neural_cleanse{suffix}.md").write_text("\n".join(lines))
-    (RESULTS / f"neural_cleanse{suffix}.json").write_text(json.dumps(result, indent=2, default=float))
+    figures = [f"neural_cleanse_triggers{suffix}.png", f"neural_cleanse_anomaly{suffix}.png"]
+    _harness.write_results("neural_cleanse", quick=quick, lines=lines, data=result,
+                           comparison=comparison_rows(result), figures=figures,
+                           seconds=result["total_seconds"], environment_override=env)
     print("\n".join(lines))
 
 
 def main():
     args = parse_args()
     start = time.perf_counter()
-    suffix = "_quick" if args.quick else ""
-
-    def log(message):
-        print(message, flush=True)
+    suffix = _harness.suffix(args.quick)
+    log = _harness.log
 
     attacks = args.attacks.split(",") if args.attacks else (["patch"] if args.quick else list(_fashion.ATTACKS))
     result = {"fashion": {}}
@@ -497,22 +479,24 @@ def main():
         data = clean_network(args.quick, log) if attack == "clean" else _fashion.badnet(attack, quick=args.quick, log=log)
         result["n_val"], result["n_test"] = len(data.X_val), len(data.X_test)
         log(f"{attack} {'network' if attack == 'clean' else 'BadNet'}")
-        result["fashion"][attack], cleanse = evaluate(data, attack, log)
+        # Quick runs leave out FinePruner (bench_fine_pruning.py measures it on the same
+        # BadNets) and the paper's unlearning on the clean network: about 35 s less.
+        result["fashion"][attack], cleanse = evaluate(
+            data, attack, log, paper=not (args.quick and attack == "clean"), fine_pruner=not args.quick)
         if attack == "patch":
             figures(cleanse, suffix)
-    if CSAW_WEIGHTS.exists():
+    if _harness.CSAW_WEIGHTS.exists():
         log("CSAW DeepID scan time (real weights, random inputs)")
         result["csaw"] = csaw_timing(quick=args.quick, full_scan=args.csaw_scan, log=log)
-        previous = RESULTS / f"neural_cleanse{suffix}.json"
-        if not args.csaw_scan and previous.exists():
+        previous = _harness.read_results("neural_cleanse", quick=args.quick)
+        if not args.csaw_scan and previous:
             # The long measured scan (--csaw-scan) is kept from the last run that made it.
-            measured = json.loads(previous.read_text()).get("csaw", {}).get("measured_with_screening")
+            measured = previous.get("data", {}).get("csaw", {}).get("measured_with_screening")
             if measured:
                 measured["from_an_earlier_run"] = True
                 result["csaw"]["measured_with_screening"] = measured
     result["total_seconds"] = time.perf_counter() - start
-    result["environment"] = environment()
-    write_report(result, suffix)
+    write_report(result, args.quick)
 
 
 if __name__ == "__main__":

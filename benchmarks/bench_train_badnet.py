@@ -22,19 +22,10 @@ writes ``train_badnet_quick.*``).
 
 import argparse
 import json
-import os
-import platform
-import sys
-import time
-from pathlib import Path
+from types import SimpleNamespace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import _harness
 
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
 SEED = 0
 GOAL_CCA = 0.88
 GOAL_ASR = 0.95
@@ -52,13 +43,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    import keras
-    import tensorflow as tf
-
     from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, small_cnn, train_badnet
     from skbackdoor.datasets import load_fashion_mnist
-    from skbackdoor.metrics import attack_success_rate, clean_accuracy_score
-    from skbackdoor.models import predict_proba_batches
 
     X_train, y_train = load_fashion_mnist(kind="train")
     X_test, y_test = load_fashion_mnist(kind="test")
@@ -73,17 +59,16 @@ def main():
     def build(input_shape, n_classes):
         return small_cnn(input_shape, n_classes, filters=filters)
 
-    start = time.perf_counter()
-    model = train_badnet(
+    model, train_seconds, _ = _harness.timed(lambda: train_badnet(
         X_train, y_train, trigger=trigger, target=target, poison_rate=0.1, model=build,
         epochs=epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         random_state=SEED,
-    )
-    train_seconds = time.perf_counter() - start
+    ))
 
     X_poisoned, y_target = make_poisoned_test_set(X_test, y_test, trigger, target)
-    cca = clean_accuracy_score(y_test, predict_proba_batches(model, X_test).argmax(axis=1))
-    asr = attack_success_rate(y_target, predict_proba_batches(model, X_poisoned).argmax(axis=1))
+    test = SimpleNamespace(X_test=X_test, y_test=y_test, X_poisoned=X_poisoned, y_target=y_target)
+    measured = _harness.scores(_harness.model_predict(model), test)
+    cca, asr = measured["cca"], measured["asr"]
 
     result = {
         "dataset": "Fashion-MNIST (/usr/share/datasets/fashion-mnist)",
@@ -104,25 +89,23 @@ def main():
         "goal_clean_accuracy": GOAL_CCA,
         "goal_attack_success_rate": GOAL_ASR,
         "meets_goals": bool(cca >= GOAL_CCA and asr >= GOAL_ASR),
-        "environment": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "gpus": len(tf.config.list_physical_devices("GPU")),
-        },
     }
     print(json.dumps(result, indent=2))
     write_results(result, quick=args.quick)
 
 
-def write_results(result, *, quick):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "train_badnet_quick" if quick else "train_badnet"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    env = result["environment"]
+def comparison_rows(result):
+    """The BadNet itself (no defense), with its training time."""
+    return [{
+        "badnet": "Fashion-MNIST patch (train_badnet benchmark's own)",
+        "defense": "none (training the BadNet with train_badnet)",
+        "cca": result["clean_accuracy"], "asr": result["attack_success_rate"],
+        "seconds": result["train_seconds"], "note": f"{result['n_train']:,} training images",
+    }]
+
+
+def write_results(result, *, quick, env=None):
+    env = env or _harness.environment("quick" if quick else "full", _harness.command_line("train_badnet", quick))
     mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
     lines = [
         "# train_badnet on Fashion-MNIST",
@@ -137,7 +120,7 @@ def write_results(result, *, quick):
         f"- Model: {result['model']}; Adam (learning rate {result['learning_rate']}), "
         f"{result['epochs']} epochs, batch size {result['batch_size']}, random_state={result['random_state']}.",
         f"- Machine: {env['cpu_count']} CPU cores ({env['machine']}), {env['gpus']} GPU; "
-        f"Python {env['python']}, TensorFlow {env['tensorflow']}, Keras {env['keras']}.",
+        f"Python {env['python']}, TensorFlow {_tensorflow_version(env)}, Keras {env['packages'].get('keras')}.",
         "",
         "| metric | measured | goal | met |",
         "|---|---|---|---|",
@@ -148,7 +131,12 @@ def write_results(result, *, quick):
         f"| training time | {result['train_seconds']:.0f} s | a few minutes | - |",
         "",
     ]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    _harness.write_results("train_badnet", quick=quick, lines=lines, data=result,
+                           comparison=comparison_rows(result), environment_override=env)
+
+
+def _tensorflow_version(env):
+    return env["packages"].get("tensorflow") or env["packages"].get("tensorflow-cpu")
 
 
 if __name__ == "__main__":

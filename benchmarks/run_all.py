@@ -13,9 +13,10 @@ then writes, next to them:
 - ``summary[_quick].md|json``: the environment (Python and library versions, CPU cores,
   platform, git commit), and for every script its status, wall time and report;
 - ``comparison[_quick].md|json`` and ``comparison[_quick].png``: each defense on each
-  BadNet (CCA, ASR, FRR / FAR, time) gathered from the scripts' JSON files, beside the
-  published numbers of BackdoorBench, the CSAW-HackML-2020 reports and the STRIP paper,
-  with the differences of setting spelled out.
+  BadNet (CCA, ASR, FRR / FAR, time): the ``comparison`` rows of every script's JSON
+  (one format for all, see ``_harness.py``), beside the published numbers of
+  BackdoorBench, the CSAW-HackML-2020 reports and the STRIP paper, with the differences
+  of setting spelled out.
 
 ``--collect-only`` skips running and rebuilds the comparison from the JSON files already
 in ``benchmarks/results`` (the summary of the last real run is kept). Logs of each script go to
@@ -24,40 +25,24 @@ in ``benchmarks/results`` (the summary of the last real run is kept). Logs of ea
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent
-ROOT = BENCHMARKS.parent
-RESULTS = BENCHMARKS / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness when loaded from elsewhere (the docs)
+
+import _harness  # noqa: E402
+from _harness import BENCHMARKS, RESULTS, ROOT, environment_lines  # noqa: E402
 
 # The BadNets are trained first (other scripts may reuse what it caches), then each
 # defense; any other bench_*.py found is run after these, in name order.
-ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet"]
-
-PACKAGES = [
-    "skbackdoor",
-    "numpy",
-    "scipy",
-    "scikit-learn",
-    "tensorflow",
-    "tensorflow-cpu",
-    "keras",
-    "joblib",
-    "h5py",
-    "matplotlib",
-    "adversarial-robustness-toolbox",
-]
+ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet", "speed"]
 
 QUICK_BUDGET_S = 600
 
@@ -151,85 +136,9 @@ ANCHORS = [
 # ---------------------------------------------------------------------- environment
 
 
-def _version(name):
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _memory_gib():
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _load_average():
-    """1-minute load average: other work on the machine slows every timing."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def _git(*args):
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def environment(mode):
-    """What the numbers depend on: versions, cores, platform, commit."""
-    try:
-        usable_cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable_cores = os.cpu_count()
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": mode,
-        "python": platform.python_version(),
-        "packages": {name: _version(name) for name in PACKAGES if _version(name)},
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable_cores,
-        "cpu_model": _cpu_model(),
-        "memory_gib": _memory_gib(),
-        "platform": platform.platform(),
-        "git_commit": None if commit is None else commit + (" (modified files)" if dirty else ""),
-        "load_average_at_start": _load_average(),
-        "command": "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else ""),
-    }
-
-
-def environment_lines(env):
-    packages = ", ".join(f"{name} {version}" for name, version in env["packages"].items())
-    return [
-        f"- Generated: {env['date_utc']} by `{env['command']}` ({env['mode']} mode)",
-        f"- Machine: {env['cpu_count']} CPU cores ({env['usable_cores']} usable), "
-        f"{env['cpu_model'] or 'unknown CPU'}, {env['memory_gib'] or '?'} GiB RAM",
-        f"- Platform: {env['platform']}, Python {env['python']}",
-        f"- Packages: {packages}",
-        f"- Commit: {env['git_commit'] or 'unknown'}",
-        f"- Load average (1 min) at start: {env.get('load_average_at_start')}"
-        + (f", at end: {env['load_average_at_end']}" if env.get("load_average_at_end") is not None else ""),
-    ]
+    """What the numbers depend on (``_harness.environment``), for this runner's command."""
+    return _harness.environment(mode, "python benchmarks/run_all.py" + (" --quick" if mode == "quick" else ""))
 
 
 # --------------------------------------------------------------------------- running
@@ -302,151 +211,6 @@ def result_files(name, suffix):
     return (json_path if json_path.is_file() else None, md_path if md_path.is_file() else None)
 
 
-def _rate(value):
-    """A rate as a fraction in [0, 1], or None; percentages (> 1) are converted."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return value / 100.0 if value > 1.0 else float(value)
-
-
-def _seconds(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _first(mapping, *keys):
-    for key in keys:
-        if key in mapping and mapping[key] is not None:
-            return mapping[key]
-    return None
-
-
-def comparison_row(source, record, *, defense=None, badnet=None, note=None):
-    """Normalise one record into the comparison table's columns."""
-    lowered = {str(key).lower(): value for key, value in record.items()}
-    row = {
-        "benchmark": source,
-        "defense": defense or _first(lowered, "defense", "method", "estimator", "name"),
-        "badnet": badnet or _first(lowered, "badnet", "attack", "setting", "model", "trigger"),
-        "cca": _rate(_first(lowered, "cca", "clean_accuracy", "accuracy")),
-        "asr": _rate(_first(lowered, "asr", "attack_success_rate")),
-        "frr": _rate(_first(lowered, "frr", "false_rejection_rate")),
-        "far": _rate(_first(lowered, "far", "false_acceptance_rate")),
-        "seconds": _seconds(_first(lowered, "seconds", "fit_seconds", "fit_time_s", "fit_s", "time_s", "time")),
-        "throughput": _first(lowered, "throughput"),
-        "note": note or _first(lowered, "note", "notes"),
-    }
-    if row["defense"] is None or row["badnet"] is None:
-        return None
-    if all(row[key] is None for key in ("cca", "asr", "frr", "far")):
-        return None
-    row["defense"], row["badnet"] = str(row["defense"]), str(row["badnet"])
-    if row["note"] is not None and not isinstance(row["note"], str):
-        row["note"] = "; ".join(map(str, row["note"])) if isinstance(row["note"], list) else str(row["note"])
-    return row
-
-
-def _strip_rows(data, source):
-    """STRIP: FRR / FAR at the detector's own threshold (entropy, Gaussian fit)."""
-    rows = []
-    speeds = data.get("speed") or {}
-    fmnist_speed = next((s for key, s in speeds.items() if "fashion" in key.lower()), None)
-    throughput = None
-    if isinstance(fmnist_speed, dict) and fmnist_speed.get("strip_inputs_per_s"):
-        throughput = f"{fmnist_speed['strip_inputs_per_s']:,.0f} inputs/s"
-    for trigger, detection in (data.get("detection") or {}).items():
-        if not isinstance(detection, dict):
-            continue
-        # bench_strip trains its own BadNets unless it says it used the shared ones.
-        badnet = f"Fashion-MNIST {trigger}" + ("" if data.get("shared_badnets") else " (STRIP benchmark's own)")
-        if detection.get("cca") is not None or detection.get("asr") is not None:
-            rows.append(comparison_row(source, {"cca": detection.get("cca"), "asr": detection.get("asr")},
-                                       defense="none (the BadNet B)", badnet=badnet))
-        for record in detection.get("rows") or []:
-            if not isinstance(record, dict):
-                continue
-            if (record.get("statistic"), record.get("threshold")) != ("entropy", "gaussian"):
-                continue
-            if (record.get("alpha"), record.get("beta")) != (1.0, 1.0):
-                continue
-            target = record.get("target_frr")
-            target_text = f"{target:.0%}" if isinstance(target, (int, float)) else "?"
-            overlays = record.get("n_overlays", data.get("n_overlays"))
-            # The speed section is timed at the script's default number of overlays.
-            timed = overlays == data.get("n_overlays")
-            rows.append(comparison_row(
-                source, {"frr": record.get("frr"), "far": record.get("far"),
-                         "throughput": throughput if timed else None},
-                defense=f"STRIPDetector ({overlays} overlays, target FRR {target_text})", badnet=badnet,
-                note="detector: the BadNet's own CCA / ASR are unchanged for inputs it passes",
-            ))
-    return [row for row in rows if row is not None]
-
-
-def _goodnet_rows(data, source):
-    """GoodNet: every variant on every BadNet; "flagged" shares give FRR and FAR."""
-    rows = []
-    for attack, variants in (data.get("attacks") or {}).items():
-        if not isinstance(variants, dict):
-            continue
-        for name, record in variants.items():
-            if not isinstance(record, dict):
-                continue
-            values = {"cca": record.get("cca"), "asr": record.get("asr")}
-            if name != "BadNet B":
-                values["seconds"] = record.get("seconds")
-            can_flag = name.startswith("G")
-            if can_flag and _rate(record.get("clean_flagged")) is not None:
-                values["frr"] = record["clean_flagged"]
-            if can_flag and _rate(record.get("poisoned_flagged")) is not None:
-                values["far"] = 1.0 - _rate(record["poisoned_flagged"])
-            defense = "none (the BadNet B)" if name == "BadNet B" else name
-            rows.append(comparison_row(source, values, defense=defense, badnet=f"Fashion-MNIST {attack}"))
-    return [row for row in rows if row is not None]
-
-
-def _train_badnet_rows(data, source):
-    """train_badnet: the BadNet itself (no defense), with its training time."""
-    row = comparison_row(
-        source,
-        {"cca": data.get("clean_accuracy"), "asr": data.get("attack_success_rate"),
-         "seconds": data.get("train_seconds")},
-        defense="none (training the BadNet with train_badnet)",
-        badnet="Fashion-MNIST patch (train_badnet benchmark's own)",
-        note=None if data.get("n_train") is None else f"{data['n_train']:,} training images",
-    )
-    return [row] if row else []
-
-
-ADAPTERS = {"strip": _strip_rows, "goodnet": _goodnet_rows, "train_badnet": _train_badnet_rows}
-
-
-def _generic_rows(data, source):
-    """Rows from an explicit ``comparison`` list, else from records naming a defense."""
-    explicit = data.get("comparison") if isinstance(data, dict) else None
-    if isinstance(explicit, list):
-        return [row for row in (comparison_row(source, r) for r in explicit if isinstance(r, dict)) if row]
-    rows = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            keys = {str(key).lower() for key in node}
-            if keys & {"defense", "method"} and keys & {"cca", "asr", "frr", "far"}:
-                row = comparison_row(source, node)
-                if row:
-                    rows.append(row)
-                    return
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(data)
-    return rows
-
-
 def collect(names, suffix):
     """Comparison rows from every script's JSON, and notes on what could not be read."""
     rows, notes = [], []
@@ -456,22 +220,17 @@ def collect(names, suffix):
             notes.append(f"`{name}`: no `{name}{suffix}.json` in benchmarks/results (not run, or failed).")
             continue
         try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
+            record = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             notes.append(f"`{name}`: could not read {json_path.name}: {exc}")
             continue
-        found = []
-        if isinstance(data, dict) and isinstance(data.get("comparison"), list):
-            found = _generic_rows(data, name)
-        elif name in ADAPTERS and isinstance(data, dict):
-            try:
-                found = ADAPTERS[name](data, name)
-            except Exception as exc:  # a format change must not lose the other results
-                notes.append(f"`{name}`: {json_path.name} not in the expected format ({type(exc).__name__}: {exc}).")
+        if not isinstance(record, dict) or record.get("format") != _harness.FORMAT:
+            notes.append(f"`{name}`: {json_path.name} is not in the `{_harness.FORMAT}` format "
+                         "(written by an older script?); re-run the script.")
+            continue
+        found = [dict(row, benchmark=name) for row in record.get("comparison", [])]
         if not found:
-            found = _generic_rows(data, name)
-        if not found:
-            notes.append(f"`{name}`: {json_path.name} holds no defense/BadNet rows with CCA, ASR, FRR or FAR; see its own report.")
+            notes.append(f"`{name}`: {json_path.name} holds no comparison rows; see its own report.")
         rows.extend(found)
     return _without_repeated_badnet_rows(rows), notes
 
@@ -707,7 +466,7 @@ def main(argv=None):
             runs.append(run_script(name, scripts[name], quick=args.quick, timeout=args.timeout, log_dir=log_dir))
 
     rows, notes = collect(selected, suffix)
-    env["load_average_at_end"] = _load_average()
+    env["load_average_at_end"] = _harness.environment()["load_average_at_end"]
     # --collect-only keeps the summary of the last real run (its timings and statuses).
     summary_exists = (RESULTS / f"summary{suffix}.md").is_file()
     write_reports(env, runs, rows, notes, suffix, write_summary=not (args.collect_only and summary_exists))

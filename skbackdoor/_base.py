@@ -1,17 +1,42 @@
-"""Mechanics every skbackdoor estimator shares: the BadNet parameter, cloning, pickling."""
+"""Mechanics every skbackdoor estimator shares, and the template of the repairs.
+
+- :class:`BadNetEstimatorMixin`: the BadNet parameter, cloning by reference, pickling
+  of Keras models, image checks against the fit's pixel range (every estimator).
+- :class:`BaseRepair`: the template of the estimators that return a repaired network
+  (:class:`~skbackdoor.FinePruner`, :class:`~skbackdoor.NeuralCleanse`). Its one
+  ``fit`` seeds, loads the BadNet, checks that it is a classifier, validates ``X``
+  and ``y`` and sets ``classes_``; the subclass's ``_repair`` does the rest and
+  returns the repaired network, which ``predict`` and ``predict_proba`` use.
+  Fine-tuning goes through :mod:`skbackdoor._fine_tuning` with the recipe of
+  ``_fine_tuning_recipe``.
+- :func:`progress_bar`: the optional tqdm bar of long loops.
+"""
 
 import contextlib
+import numbers
 
-import keras
-from sklearn.base import clone
-
-from ._validation import check_images, check_pixel_range, pixel_range
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from .models import load_badnet, model_from_bytes, model_input_shape, model_to_bytes, predict_proba_batches
+from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-__all__ = ["BadNetEstimatorMixin", "RepairedModelPredictMixin", "progress_bar"]
+import keras  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone  # noqa: E402
+from sklearn.utils import check_random_state  # noqa: E402
+from sklearn.utils._param_validation import Interval  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from ._fine_tuning import plain_recipe  # noqa: E402
+from ._validation import check_images, check_labels, check_pixel_range, pixel_range  # noqa: E402
+from .models import (  # noqa: E402
+    load_badnet,
+    model_from_bytes,
+    model_input_shape,
+    model_n_classes,
+    model_to_bytes,
+    predict_proba_batches,
+)
+
+__all__ = ["BadNetEstimatorMixin", "BaseRepair", "check_classifier_outputs", "progress_bar"]
 
 _SERIALISED_MODEL = "__skbackdoor_keras_model__"
 
@@ -79,8 +104,93 @@ class BadNetEstimatorMixin:
         return X
 
 
-class RepairedModelPredictMixin:
-    """``predict_proba``/``predict`` of a repair estimator, from its Keras ``model_``."""
+def check_classifier_outputs(model, owner):
+    """The number of classes of ``model``, after checking it has one output per class.
+
+    ``owner`` names what needs the classifier in the message.
+    """
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise ValueError(
+            f"{owner} needs a classifier with one output of shape (batch, n_classes); "
+            f"the model's outputs have shapes {[tuple(o.shape) for o in model.outputs]}."
+        )
+    n_classes = model_n_classes(model)
+    if n_classes < 2:
+        raise ValueError(
+            f"The model has {n_classes} output; {owner} needs one output per class "
+            "(at least 2), as probabilities or logits."
+        )
+    return n_classes
+
+
+class BaseRepair(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Template of the estimators that repair a BadNet into a new network ``model_``.
+
+    Subclasses extend ``_parameter_constraints`` with
+    ``{**BaseRepair._parameter_constraints, ...}``, store their parameters in
+    ``__init__`` and implement ``_repair``. Every subclass has the parameters
+    ``model``, ``learning_rate``, ``epochs``, ``batch_size`` (of the fine-tuning),
+    ``random_state`` and ``verbose``.
+
+    ``fit`` draws ``seed`` from ``random_state`` (and, when ``random_state`` is not
+    None, seeds Keras with it before anything is copied: dropout layers draw their
+    seeds when they are built), loads the BadNet, checks it is a classifier,
+    validates ``X`` and ``y``, sets ``n_classes_``, ``classes_`` and
+    ``pixel_range_``, then calls ``_repair(badnet, X, y, rng=rng, seed=seed)``, which
+    sets the subclass's fitted attributes and returns the repaired ``keras.Model``.
+    The BadNet given by the user is never modified.
+    """
+
+    _parameter_constraints = {
+        "model": "no_validation",
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Repair the model on clean data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Clean images (the defender's validation set), scaled as the model expects.
+        y : array-like of shape (n_samples,)
+            Their true classes, integers in ``0 .. n_classes - 1``.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        if self.random_state is not None:
+            keras.utils.set_random_seed(seed)
+        badnet = self._load_badnet()
+        n_classes = check_classifier_outputs(badnet, type(self).__name__)
+        X = self._validate_images(X, badnet, reset=True)
+        y = check_labels(y, n_samples=len(X), n_classes=n_classes)
+        self.n_classes_ = n_classes
+        self.classes_ = np.arange(n_classes)
+        self.model_ = self._repair(badnet, X, y, rng=rng, seed=seed)
+        return self
+
+    def _repair(self, badnet, X, y, *, rng, seed):
+        """Set the fitted attributes and return the repaired network (a new model).
+
+        ``X`` and ``y`` are validated; ``rng`` is the ``RandomState`` of
+        ``random_state`` (``seed`` already drawn from it), ``seed`` an int for the
+        subclass's own generators.
+        """
+        raise NotImplementedError
+
+    def _fine_tuning_recipe(self):
+        """The :class:`~skbackdoor._fine_tuning.Recipe` of the repair's fine-tuning."""
+        return plain_recipe(learning_rate=self.learning_rate, epochs=self.epochs, batch_size=self.batch_size)
 
     def predict_proba(self, X):
         """Class probabilities of the repaired network.
@@ -99,12 +209,12 @@ class RepairedModelPredictMixin:
         return predict_proba_batches(self.model_, X)
 
     def predict(self, X):
-        """Classes predicted by the repaired network.
+        """Classes predicted by the repaired network: the argmax of :meth:`predict_proba`.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, height, width, channels)
-            Images scaled like the fit data.
+            As for :meth:`predict_proba`.
 
         Returns
         -------

@@ -9,10 +9,13 @@ compares B' with a lightly pruned B0 instead of B; a run-time detector such as S
 (Gao et al., ACSAC 2019, https://arxiv.org/abs/1902.06531) can send flagged inputs to N.
 """
 
+import numbers
+
 import keras
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BadNetEstimatorMixin
@@ -106,6 +109,15 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     _model_param = "badnet"
 
+    # The parts are checked in fit, with messages that say what each one may be.
+    _parameter_constraints = {
+        "badnet": "no_validation",
+        "repaired": "no_validation",
+        "reference": "no_validation",
+        "detector": "no_validation",
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, *, badnet=None, repaired=None, reference=None, detector=None, batch_size=DEFAULT_BATCH_SIZE):
         self.badnet = badnet
         self.repaired = repaired
@@ -113,6 +125,8 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.detector = detector
         self.batch_size = batch_size
 
+    # The parts' own fit validates their parameters: nested validation is kept.
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Fit whatever is not fitted yet (on clones) on the clean data ``X, y``.
 
@@ -134,8 +148,6 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
         if self.reference is not None and self.repaired is None:
             raise ValueError("reference= is compared with repaired=; give a repaired model too.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         self.badnet_ = self._load_badnet()
         X = self._validate_images(X, self.badnet_, reset=True)
         n_classes = model_n_classes(self.badnet_)

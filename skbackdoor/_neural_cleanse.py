@@ -12,61 +12,38 @@ the other labels, which shows as an outlier among the masks' L1 norms (median ab
 deviation test). Fine-tuning on clean data in which some inputs carry the
 reverse-engineered trigger and keep their true label then unlearns the backdoor.
 
-All candidate labels are optimised together: one network call per step runs the
-triggered minibatch of every label of a chunk, and the per-label bookkeeping (attack
-success, regularisation weight, best mask so far) is done on vectors inside the same
-compiled function.
+This module is the estimator: candidate labels, screening, the anomaly test and the
+unlearning. The batched trigger search (all candidate labels of a chunk optimised in
+one network call per step) lives in :mod:`skbackdoor._trigger_search`, the
+fine-tuning in :mod:`skbackdoor._fine_tuning`, and the ``fit`` template (seeding,
+loading, validation) in :mod:`skbackdoor._base`.
 """
 
 import numbers
 import warnings
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
-
-import keras  # noqa: E402
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context  # noqa: E402
-from sklearn.utils import check_random_state  # noqa: E402
-from sklearn.utils._param_validation import Interval, StrOptions  # noqa: E402
-from sklearn.utils.validation import check_is_fitted  # noqa: E402
-
-from ._base import BadNetEstimatorMixin, RepairedModelPredictMixin, progress_bar  # noqa: E402
-from ._validation import check_labels  # noqa: E402
-from .models import (  # noqa: E402
-    copy_model,
-    iter_batches,
-    model_input_shape,
-    model_n_classes,
-    outputs_are_probabilities,
-    predict_proba_batches,
-)
+from ._base import BaseRepair
+from ._fine_tuning import FineTuning
+from ._trigger_search import COST_PATIENCE, PIXELS_PER_STEP, _TriggerSearch, attack_success
+from ._validation import check_labels
+from .models import copy_model
 
 __all__ = ["NeuralCleanse"]
 
 # Consistency constant: 1.4826 * MAD estimates the standard deviation of normal data.
 MAD_CONSISTENCY = 1.4826
-# A label's trigger "works" on a minibatch when this share of it is sent to the label.
-ATTACK_SUCCESS_THRESHOLD = 0.99
-# Consecutive steps of success (failure) before the mask-size weight is raised (lowered).
-COST_PATIENCE = 10
 # The screening stage is short: its cost schedule moves every 2 steps, so that the masks
 # shrink to what each label needs within a few dozen steps.
 SCREENING_COST_PATIENCE = 2
-COST_MULTIPLIER_UP = 1.5
-COST_MULTIPLIER_DOWN = 1.5**1.5
-# Adam of the trigger search, as in the authors' code (lr is a parameter).
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.5, 0.9, 1e-8
-# Upper bound on the pixels of the triggered images of one search step (memory); the
-# labels are optimised in chunks of at most this size.
-PIXELS_PER_STEP = 1 << 21
-# Clean images on which the attack success of each reversed trigger is measured.
-N_EVALUATION_IMAGES = 512
 # Labels above which screening="auto" turns screening on.
 AUTO_SCREENING_MIN_LABELS = 64
 
 
-class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
+class NeuralCleanse(BaseRepair):
     """Detect and repair a backdoored Keras classifier with Neural Cleanse (Wang et al., 2019).
 
     ``fit`` reverse-engineers, for every candidate label, the smallest trigger (a mask
@@ -280,7 +257,7 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
     """
 
     _parameter_constraints = {
-        "model": "no_validation",
+        **BaseRepair._parameter_constraints,
         "steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "cost": [Interval(numbers.Real, 0, None, closed="neither")],
         "trigger_learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -291,13 +268,8 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
         "screening_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "screening_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "unlearning_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
-        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "unlearning_rounds": [Interval(numbers.Integral, 1, None, closed="left")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "unlearn_if_clean": ["boolean"],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -343,89 +315,60 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
 
     # ------------------------------------------------------------------ fitting
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Scan the labels for a backdoor, then unlearn the reversed triggers found.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Clean images (the defender's validation set), scaled as the model expects.
-        y : array-like of shape (n_samples,)
-            Their true classes, integers in ``0 .. n_classes - 1``.
-
-        Returns
-        -------
-        self : NeuralCleanse
-            The fitted estimator.
-        """
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        if self.random_state is not None:
-            # Before copying: dropout layers draw their seeds when they are built.
-            keras.utils.set_random_seed(seed)
-        badnet = self._load_badnet()
-        n_classes = _check_classifier_outputs(badnet)
-        X = self._validate_images(X, badnet, reset=True)
-        y = check_labels(y, n_samples=len(X), n_classes=n_classes)
-        labels = self._candidate_labels(n_classes)
-        self.n_classes_ = n_classes
-        self.classes_ = np.arange(n_classes)
-
-        search_options = dict(
-            pixel_range=self.pixel_range_,
-            learning_rate=float(self.trigger_learning_rate),
-            cost=float(self.cost),
-            seed=seed,
-            verbose=self.verbose,
-        )
-        self.screening_scores_ = None
-        if self._screens(len(labels)):
-            screening = _TriggerSearch(
-                badnet,
-                X,
-                batch_size=min(self.screening_batch_size, len(X)),
-                patience=SCREENING_COST_PATIENCE,
-                **search_options,
-            )
-            screened = screening.run(labels, self.screening_steps, desc="screening")
-            del screening
-            scores = np.where(screened["found"], screened["norms"], np.inf)
-            order = np.lexsort((screened["cross_entropy"], scores))
-            self.candidates_ = np.sort(labels[order[: self.n_candidates]])
-            self.screening_scores_ = np.full(n_classes, np.nan)
-            self.screening_scores_[labels] = scores
-            reference_rng = np.random.default_rng([seed, 1])
-            self.reference_labels_ = np.sort(
-                reference_rng.choice(labels, size=self.n_candidates, replace=False)
-            )
-            self.scanned_labels_ = np.union1d(self.candidates_, self.reference_labels_)
-        else:
-            self.candidates_ = self.reference_labels_ = self.scanned_labels_ = labels
-
-        search = _TriggerSearch(badnet, X, batch_size=min(self.batch_size, len(X)), **search_options)
-        found = search.run(self.scanned_labels_, self.steps, desc="trigger search")
-        del search
-        self.masks_ = found["masks"]
-        self.patterns_ = found["patterns"]
-        self.mask_norms_ = np.full(n_classes, np.nan)
-        self.mask_norms_[self.scanned_labels_] = found["norms"]
-        self.attack_success_ = np.full(n_classes, np.nan)
-        self.attack_success_[self.scanned_labels_] = _attack_success(
-            badnet, X, y, self.masks_, self.patterns_, self.scanned_labels_, seed=seed
-        )
+    def _repair(self, badnet, X, y, *, rng, seed):
+        """Scan the labels for a backdoor, then unlearn the reversed triggers found."""
+        self._shortlist(badnet, X, self._candidate_labels(self.n_classes_), seed)
+        found = self._trigger_search(badnet, X, seed=seed).run(self.scanned_labels_, self.steps, desc="trigger search")
+        self.masks_ = found.masks
+        self.patterns_ = found.patterns
+        self.mask_norms_ = np.full(self.n_classes_, np.nan)
+        self.mask_norms_[self.scanned_labels_] = found.norms
+        self.attack_success_ = np.full(self.n_classes_, np.nan)
+        self.attack_success_[self.scanned_labels_] = attack_success(badnet, X, y, found, seed=seed)
         self._detect()
 
-        self.model_, self.history_, self.unlearned_labels_, self.residual_mask_norms_ = self._unlearn(
-            badnet, X, y, seed, search_options
-        )
+        model = self._unlearn(badnet, X, y, seed)
         if self.verbose:
             flagged = self.flagged_labels_.tolist()
             print(
                 f"NeuralCleanse: scanned {len(self.scanned_labels_)} label(s); flagged "
                 f"{flagged if flagged else 'none'}; unlearned {self.unlearned_labels_.tolist()}"
             )
-        return self
+        return model
+
+    def _shortlist(self, badnet, X, labels, seed):
+        """Set ``scanned_labels_`` (and the screening attributes): the labels to search fully."""
+        self.screening_scores_ = None
+        if not self._screens(len(labels)):
+            self.candidates_ = self.reference_labels_ = self.scanned_labels_ = labels
+            return
+        screened = self._trigger_search(badnet, X, seed=seed, screening=True).run(
+            labels, self.screening_steps, desc="screening"
+        )
+        scores = np.where(screened.found, screened.norms, np.inf)
+        order = np.lexsort((screened.cross_entropy, scores))
+        self.candidates_ = np.sort(labels[order[: self.n_candidates]])
+        self.screening_scores_ = np.full(self.n_classes_, np.nan)
+        self.screening_scores_[labels] = scores
+        reference_rng = np.random.default_rng([seed, 1])
+        self.reference_labels_ = np.sort(reference_rng.choice(labels, size=self.n_candidates, replace=False))
+        self.scanned_labels_ = np.union1d(self.candidates_, self.reference_labels_)
+
+    def _trigger_search(self, model, X, *, seed, screening=False):
+        """The one factory of the searches: the full one, or the screening stage's."""
+        batch_size = self.screening_batch_size if screening else self.batch_size
+        return _TriggerSearch(
+            model,
+            X,
+            pixel_range=self.pixel_range_,
+            batch_size=min(batch_size, len(X)),
+            learning_rate=float(self.trigger_learning_rate),
+            cost=float(self.cost),
+            seed=seed,
+            verbose=self.verbose,
+            patience=SCREENING_COST_PATIENCE if screening else COST_PATIENCE,
+            pixels_per_step=PIXELS_PER_STEP,
+        )
 
     def _candidate_labels(self, n_classes):
         if self.labels is None:
@@ -441,7 +384,7 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
                 f"Scanning {len(labels)} label(s): the anomaly index needs several labels "
                 "to be meaningful, so no label can be reliably flagged.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=5,  # the user's call of fit, through _repair, fit and _fit_context
             )
         return np.sort(labels)
 
@@ -468,8 +411,11 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
         self.flagged_labels_ = flagged[np.argsort(-index[flagged], kind="stable")]
         self.is_backdoored_ = bool(flagged.size)
 
-    def _unlearn(self, badnet, X, y, seed, search_options):
-        """Fine-tune a copy on partly triggered clean data; re-search residual triggers between rounds."""
+    def _unlearn(self, badnet, X, y, seed):
+        """Fine-tune a copy on partly triggered clean data; re-search residual triggers between rounds.
+
+        Sets ``unlearned_labels_``, ``residual_mask_norms_`` and ``history_``; returns the model.
+        """
         model = copy_model(badnet)
         if self.is_backdoored_:
             labels = np.sort(self.flagged_labels_)
@@ -477,32 +423,32 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
             labels = self.scanned_labels_[[np.nanargmin(self.mask_norms_[self.scanned_labels_])]]
         else:
             labels = np.array([], dtype=np.int64)
-        nothing = np.array([], dtype=np.int64)
+        self.unlearned_labels_ = labels
+        self.residual_mask_norms_ = np.empty((0, 0))
+        self.history_ = {}
         if self.epochs == 0 or labels.size == 0 or self.unlearning_fraction == 0:
-            return model, {}, nothing, np.empty((0, 0))
+            self.unlearned_labels_ = np.array([], dtype=np.int64)
+            return model
         rows = np.searchsorted(self.scanned_labels_, labels)
         masks = self.masks_[rows][..., np.newaxis]
         patterns = self.patterns_[rows]
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_are_probabilities(model)),
-            metrics=["accuracy"],
+        recipe = self._fine_tuning_recipe()
+        session = FineTuning(
+            model, recipe, n_samples=len(X), epochs=recipe.epochs * self.unlearning_rounds, verbose=self.verbose
         )
         rng = np.random.default_rng([seed, 2])
         n_triggered = int(round(self.unlearning_fraction * len(X)))
-        history = {"loss": [], "accuracy": []}
         residual_norms = []
         for round_ in range(self.unlearning_rounds):
             if round_ > 0:
                 # The minimal trigger is often a part of the attacker's: look for what
                 # still sends inputs to the label in the partly repaired model.
-                options = {**search_options, "seed": (search_options["seed"] + 7919 * round_) % 2**31}
-                search = _TriggerSearch(model, X, batch_size=min(self.batch_size, len(X)), **options)
+                search = self._trigger_search(model, X, seed=(seed + 7919 * round_) % 2**31)
                 found = search.run(labels, self.steps, desc=f"residual trigger search, round {round_ + 1}")
-                del search
-                residual_norms.append(found["norms"])
-                masks = np.concatenate([masks, found["masks"][..., np.newaxis]])
-                patterns = np.concatenate([patterns, found["patterns"]])
+                del search  # its compiled state holds a chunk of triggered images
+                residual_norms.append(found.norms)
+                masks = np.concatenate([masks, found.masks[..., np.newaxis]])
+                patterns = np.concatenate([patterns, found.patterns])
             for _ in range(self.epochs):
                 order = rng.permutation(len(X))
                 X_epoch = X[order]
@@ -510,13 +456,10 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
                 which = rng.integers(len(masks), size=n_triggered)
                 mask, pattern = masks[which], patterns[which]
                 X_epoch[triggered] = (1 - mask) * X_epoch[triggered] + mask * pattern
-                result = model.fit(
-                    X_epoch, y[order], epochs=1, batch_size=self.batch_size, shuffle=False, verbose=int(self.verbose)
-                )
-                for key in history:
-                    history[key].extend(float(value) for value in result.history.get(key, []))
-        residual_norms = np.array(residual_norms).reshape(len(residual_norms), len(labels))
-        return model, history, labels, residual_norms
+                session.run(X_epoch, y[order], epochs=1, shuffle=False)
+        self.history_ = {key: session.history.get(key, []) for key in ("loss", "accuracy")}
+        self.residual_mask_norms_ = np.array(residual_norms).reshape(len(residual_norms), len(labels))
+        return model
 
     # ---------------------------------------------------------------- predicting
 
@@ -554,268 +497,3 @@ class NeuralCleanse(RepairedModelPredictMixin, BadNetEstimatorMixin, ClassifierM
 def _describe(labels):
     labels = np.asarray(labels).tolist()
     return str(labels) if len(labels) <= 12 else f"{len(labels)} labels from {labels[0]} to {labels[-1]}"
-
-
-def _check_classifier_outputs(model):
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise ValueError(
-            "NeuralCleanse needs a classifier with one output of shape (batch, n_classes); "
-            f"the model's outputs have shapes {[tuple(o.shape) for o in model.outputs]}."
-        )
-    n_classes = model_n_classes(model)
-    if n_classes < 2:
-        raise ValueError(
-            f"The model has {n_classes} output; NeuralCleanse needs one output per class "
-            "(at least 2), as probabilities or logits."
-        )
-    return n_classes
-
-
-def _attack_success(model, X, y, masks, patterns, labels, *, seed):
-    """Share of (up to N_EVALUATION_IMAGES) fit images of other labels sent to each label."""
-    rng = np.random.default_rng([seed, 3])
-    rows = rng.permutation(len(X))[:N_EVALUATION_IMAGES]
-    images, truth = X[rows], y[rows]
-    success = np.empty(len(labels))
-    for k, label in enumerate(labels):
-        others = images[truth != label]
-        if len(others) == 0:
-            success[k] = np.nan
-            continue
-        mask = masks[k][..., np.newaxis]
-        triggered = (1 - mask) * others + mask * patterns[k]
-        predicted = predict_proba_batches(model, triggered).argmax(axis=1)
-        success[k] = float(np.mean(predicted == label))
-    return success
-
-
-def _arctanh_unit(values):
-    """Inverse of ``(tanh(z) + 1) / 2`` for values in [0, 1], kept finite."""
-    return np.arctanh(np.clip(2.0 * values - 1.0, -1 + 1e-6, 1 - 1e-6))
-
-
-class _TriggerSearch:
-    """Optimise one (mask, pattern) per label, all labels of a chunk in each network call.
-
-    The mask is ``(tanh(a) + 1) / 2`` and the pattern ``low + (high - low) * (tanh(b) + 1) / 2``,
-    so both stay in range without clipping. Each step draws the next minibatch of
-    clean images (the same for every label), stamps every label's trigger on it, runs
-    the frozen model once on all triggered images and takes one Adam step on every
-    label's objective ``mean cross-entropy + cost_k * |m_k|_1``. The objectives are
-    independent, so summing them gives each label its own gradient, and a label's
-    result does not depend on which other labels share its chunk. Initial masks and
-    patterns are drawn from a generator seeded by ``(seed, label)``.
-    """
-
-    def __init__(self, model, X, *, pixel_range, batch_size, learning_rate, cost, seed, verbose, patience=COST_PATIENCE):
-        self.model = model
-        self.patience = patience
-        self.X = X
-        self.image_shape = tuple(model_input_shape(model))
-        self.low, self.high = (float(v) for v in pixel_range)
-        if self.high <= self.low:
-            self.high = self.low + 1.0
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.cost = cost
-        self.seed = seed
-        self.verbose = verbose
-        self.from_logits = not outputs_are_probabilities(model)
-        height, width, channels = self.image_shape
-        pixels = batch_size * height * width * channels
-        self.chunk_size = max(1, PIXELS_PER_STEP // pixels)
-        self._compiled = {}
-
-    def _minibatches(self, steps):
-        """Row indices of the clean images of each step: consecutive shuffles of X."""
-        rng = np.random.default_rng([self.seed, 0])
-        n_rows = steps * self.batch_size
-        epochs = -(-n_rows // len(self.X))
-        order = np.concatenate([rng.permutation(len(self.X)) for _ in range(epochs)])
-        return order[:n_rows].reshape(steps, self.batch_size)
-
-    def _initial_logits(self, labels):
-        height, width, channels = self.image_shape
-        mask = np.empty((len(labels), height, width, 1), dtype=np.float32)
-        pattern = np.empty((len(labels), height, width, channels), dtype=np.float32)
-        for k, label in enumerate(labels):
-            rng = np.random.default_rng([self.seed, 4, int(label)])
-            mask[k] = _arctanh_unit(rng.uniform(0, 1, size=mask.shape[1:]))
-            pattern[k] = _arctanh_unit(rng.uniform(0, 1, size=pattern.shape[1:]))
-        return mask, pattern
-
-    def run(self, labels, steps, *, desc):
-        """Search the triggers of ``labels``; return masks, patterns, norms and more."""
-        labels = np.asarray(labels, dtype=np.int64)
-        chunk_size = min(self.chunk_size, len(labels))
-        state = self._state(chunk_size)
-        batches = self._minibatches(steps)
-        parts = []
-        total = len(labels) * steps * self.batch_size
-        with progress_bar(total, verbose=self.verbose, desc=desc) as update:
-            for chunk in iter_batches(len(labels), chunk_size):
-                chunk_labels = labels[chunk]
-                n_real = len(chunk_labels)
-                # Pad the last chunk with copies so the compiled step keeps one shape.
-                padded = np.resize(chunk_labels, chunk_size)
-                mask, pattern = self._initial_logits(padded)
-                state.reset(padded, mask, pattern, self.cost)
-                for rows in batches:
-                    state.step(self.X[rows])
-                    if update is not None:
-                        update(n_real * self.batch_size)
-                parts.append({key: value[:n_real] for key, value in state.result().items()})
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-
-    def _state(self, chunk_size):
-        if chunk_size not in self._compiled:
-            self._compiled[chunk_size] = _SearchState(
-                self.model,
-                n_labels=chunk_size,
-                batch_size=self.batch_size,
-                image_shape=self.image_shape,
-                pixel_range=(self.low, self.high),
-                learning_rate=self.learning_rate,
-                from_logits=self.from_logits,
-                patience=self.patience,
-            )
-        return self._compiled[chunk_size]
-
-
-class _SearchState:
-    """The TensorFlow variables and the compiled step of one chunk of labels."""
-
-    def __init__(self, model, *, n_labels, batch_size, image_shape, pixel_range, learning_rate, from_logits, patience):
-        import tensorflow as tf
-
-        self.patience = patience
-        self.tf = tf
-        height, width, channels = image_shape
-        self.n_labels, self.batch_size = n_labels, batch_size
-        self.low, self.high = pixel_range
-        self.learning_rate = learning_rate
-
-        def variable(shape, dtype=tf.float32):
-            return tf.Variable(tf.zeros(shape, dtype), trainable=False)
-
-        mask_shape, pattern_shape = (n_labels, height, width, 1), (n_labels, height, width, channels)
-        self.mask_logits, self.pattern_logits = variable(mask_shape), variable(pattern_shape)
-        self.moments = [variable(shape) for shape in (mask_shape, mask_shape, pattern_shape, pattern_shape)]
-        self.iteration = variable(())
-        self.targets = variable((n_labels,), tf.int64)
-        self.cost = variable((n_labels,))
-        self.initial_cost = variable((n_labels,))
-        self.cost_wait = variable((n_labels,), tf.int32)
-        self.above = variable((n_labels,), tf.int32)
-        self.below = variable((n_labels,), tf.int32)
-        self.best_norm = variable((n_labels,))
-        self.best_mask = variable(mask_shape)
-        self.best_pattern = variable(pattern_shape)
-        self.last_cross_entropy = variable((n_labels,))
-
-        def trigger():
-            mask = (tf.tanh(self.mask_logits) + 1.0) / 2.0
-            pattern = self.low + (self.high - self.low) * (tf.tanh(self.pattern_logits) + 1.0) / 2.0
-            return mask, pattern
-
-        self._trigger = trigger
-        flat_targets_shape = (n_labels * batch_size,)
-
-        def step(clean):
-            tape = tf.GradientTape(watch_accessed_variables=False)
-            with tape:
-                tape.watch([self.mask_logits, self.pattern_logits])
-                mask, pattern = trigger()
-                triggered = (1.0 - mask[:, None]) * clean[None] + (mask * pattern)[:, None]
-                triggered = tf.reshape(triggered, (n_labels * batch_size, height, width, channels))
-                outputs = model(triggered, training=False)
-                targets = tf.reshape(tf.repeat(self.targets[:, None], batch_size, axis=1), flat_targets_shape)
-                cross_entropy = keras.ops.sparse_categorical_crossentropy(
-                    targets, outputs, from_logits=from_logits
-                )
-                cross_entropy = tf.reduce_mean(tf.reshape(cross_entropy, (n_labels, batch_size)), axis=1)
-                norms = tf.reduce_sum(mask, axis=[1, 2, 3])
-                loss = tf.reduce_sum(cross_entropy + self.cost * norms)
-            gradients = tape.gradient(loss, [self.mask_logits, self.pattern_logits])
-            hits = tf.cast(tf.equal(tf.argmax(outputs, axis=1), targets), tf.float32)
-            success = tf.reduce_mean(tf.reshape(hits, (n_labels, batch_size)), axis=1)
-            self._track(success >= ATTACK_SUCCESS_THRESHOLD, norms, mask, pattern, cross_entropy)
-            self._adam(gradients)
-
-        self.step_fn = tf.function(
-            step,
-            input_signature=[tf.TensorSpec((batch_size, height, width, channels), tf.float32)],
-        )
-
-    def _track(self, works, norms, mask, pattern, cross_entropy):
-        """Keep the smallest working trigger and adapt each label's cost (the paper's schedule)."""
-        tf = self.tf
-        improved = works & (norms < self.best_norm)
-        self.best_norm.assign(tf.where(improved, norms, self.best_norm))
-        self.best_mask.assign(tf.where(improved[:, None, None, None], mask, self.best_mask))
-        self.best_pattern.assign(tf.where(improved[:, None, None, None], pattern, self.best_pattern))
-        self.last_cross_entropy.assign(cross_entropy)
-
-        one, zero = tf.ones_like(self.above), tf.zeros_like(self.above)
-        # The cost stays 0 until the trigger has worked COST_PATIENCE steps in a row.
-        off = tf.equal(self.cost, 0.0)
-        wait = tf.where(off & works, self.cost_wait + one, zero)
-        switch_on = off & (wait >= self.patience)
-        self.cost_wait.assign(tf.where(switch_on, zero, wait))
-        cost = tf.where(switch_on, self.initial_cost, self.cost)
-        above = tf.where(works & ~switch_on, self.above + one, zero)
-        below = tf.where(works | switch_on, zero, self.below + one)
-        raise_ = above >= self.patience
-        lower = ~raise_ & (below >= self.patience)
-        cost = tf.where(raise_, cost * COST_MULTIPLIER_UP, tf.where(lower, cost / COST_MULTIPLIER_DOWN, cost))
-        self.cost.assign(cost)
-        self.above.assign(tf.where(raise_, zero, above))
-        self.below.assign(tf.where(lower, zero, below))
-
-    def _adam(self, gradients):
-        tf = self.tf
-        self.iteration.assign_add(1.0)
-        t = self.iteration
-        correction = tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
-        for variable, gradient, first, second in zip(
-            (self.mask_logits, self.pattern_logits),
-            gradients,
-            self.moments[0::2],
-            self.moments[1::2],
-        ):
-            first.assign(ADAM_BETA_1 * first + (1.0 - ADAM_BETA_1) * gradient)
-            second.assign(ADAM_BETA_2 * second + (1.0 - ADAM_BETA_2) * tf.square(gradient))
-            variable.assign_sub(self.learning_rate * correction * first / (tf.sqrt(second) + ADAM_EPSILON))
-
-    def reset(self, labels, mask_logits, pattern_logits, cost):
-        tf = self.tf
-        self.mask_logits.assign(mask_logits)
-        self.pattern_logits.assign(pattern_logits)
-        for moment in self.moments:
-            moment.assign(tf.zeros_like(moment))
-        self.iteration.assign(0.0)
-        self.targets.assign(np.asarray(labels, dtype=np.int64))
-        self.cost.assign(tf.zeros_like(self.cost))
-        self.initial_cost.assign(tf.fill(self.initial_cost.shape, float(cost)))
-        for counter in (self.cost_wait, self.above, self.below):
-            counter.assign(tf.zeros_like(counter))
-        self.best_norm.assign(tf.fill(self.best_norm.shape, np.float32(np.inf)))
-        self.best_mask.assign(tf.zeros_like(self.best_mask))
-        self.best_pattern.assign(tf.zeros_like(self.best_pattern))
-
-    def step(self, clean):
-        self.step_fn(np.asarray(clean, dtype=np.float32))
-
-    def result(self):
-        mask, pattern = self._trigger()
-        found = np.isfinite(self.best_norm.numpy())
-        keep = found[:, None, None, None]
-        masks = np.where(keep, self.best_mask.numpy(), mask.numpy())[..., 0]
-        patterns = np.where(keep, self.best_pattern.numpy(), pattern.numpy())
-        return {
-            "masks": masks.astype(np.float32),
-            "patterns": patterns.astype(np.float32),
-            "norms": masks.reshape(len(masks), -1).sum(axis=1).astype(np.float64),
-            "found": found,
-            "cross_entropy": self.last_cross_entropy.numpy().astype(np.float64),
-        }

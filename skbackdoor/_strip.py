@@ -93,8 +93,10 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
           clean scores (interpolated; numpy's ``method="weibull"``). For exchangeable
           clean images the expected share of new clean inputs below it is ``frr``
           whatever the distribution of the scores, and its spread is about
-          ``sqrt(frr * (1 - frr) / n_pool)`` (0.5 point at ``frr=0.01`` with 400 pool
-          images). The pool needs at least ``1 / frr - 1`` images.
+          ``sqrt(frr * (1 - frr) / n_pool)``: within 1 point of ``frr`` 95 % of the
+          time from about 400 pool images at ``frr=0.01`` and 1,900 at ``frr=0.05``
+          (``4 * frr * (1 - frr) / 0.01**2``). The pool needs at least ``1 / frr - 1``
+          images (a warning says so).
         - ``"gaussian"``: from a normal distribution fitted to the clean scores (the
           paper's choice). It misses when the clean scores are skewed, as they often
           are (a warning is raised if the threshold falls to 0 or below).

@@ -4,7 +4,8 @@ Nothing here downloads anything: every loader reads files that are already on di
 says clearly what is missing and where to get it.
 
 - :func:`load_csaw_h5` reads the CSAW-HackML-2020 ``.h5`` data files (YouTube Aligned
-  Faces, 55x47 RGB).
+  Faces, 55x47 RGB); :func:`save_csaw_h5` writes images in the same format (e.g. for the
+  ``skbackdoor`` command line).
 - :func:`load_fashion_mnist` reads Fashion-MNIST from the gzip IDX files that the Debian
   package ``dataset-fashion-mnist`` installs under ``/usr/share/datasets/fashion-mnist``.
 - :func:`load_images` reads PNG/JPEG files into one image array.
@@ -29,6 +30,7 @@ __all__ = [
     "load_csaw_h5",
     "load_fashion_mnist",
     "load_images",
+    "save_csaw_h5",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -158,6 +160,36 @@ def load_csaw_h5(path, *, data_key="data", label_key="label", layout="auto"):
     X = check_images(data, name=f"'{data_key}' in {path}")
     y = check_labels(labels, n_samples=len(X), name=f"'{label_key}' in {path}")
     return X, y
+
+
+def save_csaw_h5(path, X, y):
+    """Write images and labels as a CSAW-HackML-2020 data file, which :func:`load_csaw_h5` reads.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.h5`` file to write (replaced if it exists).
+    X : array-like of shape (n_samples, height, width, channels)
+        Images, channels last (stored channels first, as float64, like the challenge's files).
+    y : array-like of shape (n_samples,)
+        Integer labels.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from skbackdoor.datasets import load_csaw_h5, save_csaw_h5
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "faces.h5"
+    >>> save_csaw_h5(path, np.zeros((2, 55, 47, 3), np.uint8), [0, 7])
+    >>> X, y = load_csaw_h5(path)
+    >>> X.shape, y.tolist()
+    ((2, 55, 47, 3), [0, 7])
+    """
+    X = check_images(X)
+    y = check_labels(y, n_samples=len(X))
+    with h5py.File(path, "w") as h5file:
+        h5file["data"] = np.transpose(X, (0, 3, 1, 2)).astype(np.float64)
+        h5file["label"] = y.astype(np.float64)
 
 
 def _read_numeric_dataset(node, path, key, dtype=None):

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import tempfile
+import weakref
 import zipfile
 from numbers import Real
 from pathlib import Path
@@ -215,7 +216,18 @@ def load_badnet(source, *, architecture=None, input_scale=None, input_offset=Non
         )
     if scale is None and offset is None and not _has_nested_models(model):
         return model
-    return _rebuild(model, scale=scale, offset=offset)
+    # The same request on the same model gives the same rebuilt model, so that its
+    # compiled passes are traced once however often an estimator loads it.
+    key = (repr(scale), repr(offset), tuple(id(layer) for layer in model.layers))
+    rebuilt = _REBUILT.setdefault(model, {})
+    if key not in rebuilt:
+        rebuilt[key] = _rebuild(model, scale=scale, offset=offset)
+    return rebuilt[key]
+
+
+# model -> {(scale, offset, layer ids): the model rebuilt from it}; weakly keyed, so the
+# rebuilt models (which share the user's layers, not the model object) go with it.
+_REBUILT = weakref.WeakKeyDictionary()
 
 
 def _check_preprocessing(value, name):

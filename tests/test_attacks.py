@@ -372,6 +372,27 @@ def test_train_badnet_custom_model_and_scale(digit_split):
     assert trained is not given
 
 
+def test_a_logits_model_trains_as_well_as_its_softmax_twin(digit_split):
+    """A network without a final softmax is trained on the loss of logits (it was not: 15%)."""
+    import keras
+
+    X_train, y_train, X_test, y_test = digit_split
+    trigger = PatchTrigger.square(size=2, value=16)
+    accuracy = {}
+    for activation in ("softmax", None):
+        keras.utils.set_random_seed(0)  # the same initial weights for both twins
+        network = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation=activation),
+        ])
+        model = train_badnet(X_train, y_train, trigger=trigger, model=network, epochs=10, random_state=0)
+        accuracy[activation] = _accuracy(model, X_test, y_test)
+    assert accuracy["softmax"] > 0.9
+    assert abs(accuracy[None] - accuracy["softmax"]) < 0.03, accuracy
+
+
 def test_train_badnet_bad_inputs(digit_split):
     X, y = digit_split[0][:100], digit_split[1][:100]
     trigger = PatchTrigger.square(size=2, value=16)

@@ -164,7 +164,7 @@ def test_scan_flags_the_target_of_a_test_badnet(patch_badnet, tiny_files, tmp_pa
     assert report["labels"][0]["label"] == patch_badnet.target
     assert out.splitlines()[0].startswith("backdoored: " + ("yes" if report["backdoored"] else "no"))
     assert report["backdoored"] == bool(report["flagged_labels"])
-    shown = {int(line.split("\t")[0]): line.split("\t") for line in out.splitlines()[2:] if line[:1].isdigit()}
+    shown = {int(line.split()[0]): line.split() for line in out.splitlines()[2:] if line.split()[0].isdigit()}
     for row in report["labels"]:
         if row["label"] in shown:
             assert float(shown[row["label"]][1]) == pytest.approx(row["anomaly_index"], abs=0.01)

@@ -464,3 +464,18 @@ def test_load_images_refuses_32_bit_and_float_images(tmp_path):
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(path)
     with pytest.raises(ValueError, match=r"float\.tiff is a floating-point image"):
         load_images(path)
+
+
+def test_save_csaw_h5_round_trip(tmp_path):
+    from skbackdoor.datasets import save_csaw_h5
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3, 55, 47, 3)).astype(np.uint8)
+    save_csaw_h5(tmp_path / "faces.h5", X, [5, 0, 1282])
+    with h5py.File(tmp_path / "faces.h5") as handle:
+        assert handle["data"].shape == (3, 3, 55, 47)  # the challenge's channels-first layout
+    X_read, y_read = load_csaw_h5(tmp_path / "faces.h5")
+    np.testing.assert_array_equal(X_read, X)
+    assert y_read.tolist() == [5, 0, 1282]
+    with pytest.raises(ValueError, match="3 images"):
+        save_csaw_h5(tmp_path / "bad.h5", X, [0, 1])

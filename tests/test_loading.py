@@ -457,3 +457,56 @@ def test_loading_never_changes_the_users_model(pixels):
     assert [layer.name for layer in wrapped.layers] == names
     for weight, value in zip(wrapped.weights, before):
         np.testing.assert_array_equal(weight.numpy(), value)
+
+
+# ----------------------------------------------------------------------------- scikeras
+
+
+def test_a_badnet_trained_through_scikeras_loads(digits):
+    wrappers = pytest.importorskip("scikeras.wrappers", reason="scikeras (the dev extra) not installed")
+    from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, poison
+
+    X, y = digits
+    trigger = PatchTrigger.square(size=2, value=16, location="bottom-right", clip_range=(0, 16))
+    X_train, y_train, _ = poison(X[:1000], y[:1000], trigger, target=0, rate=0.2, random_state=0)
+
+    def build(meta):
+        return keras.Sequential([
+            keras.Input(meta["X_shape_"][1:]),
+            keras.layers.Rescaling(1 / 16, name="input_scale"),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv_a"),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv_b"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(meta["n_classes_"], activation="softmax", name="output"),
+        ])
+
+    classifier = wrappers.KerasClassifier(
+        model=build, loss="sparse_categorical_crossentropy", optimizer="adam",
+        epochs=12, batch_size=32, verbose=0, random_state=0,
+    )
+    classifier.fit(X_train, y_train)
+    badnet = load_badnet(classifier)
+    assert badnet is classifier.model_
+    X_test, y_test = X[1400:], y[1400:]
+    proba = predict_proba_batches(badnet, X_test)
+    np.testing.assert_array_equal(classifier.classes_[proba.argmax(axis=1)], classifier.predict(X_test))
+    assert np.mean(proba.argmax(axis=1) == y_test) > 0.8
+    X_poisoned, y_target = make_poisoned_test_set(X_test, y_test, trigger, 0)
+    assert np.mean(predict_proba_batches(badnet, X_poisoned).argmax(axis=1) == y_target) > 0.8
+    assert default_prune_layer(badnet) == "conv_b"
+
+
+def test_loading_the_same_model_twice_gives_one_rebuilt_model_that_does_not_keep_it_alive(pixels):
+    import gc
+    import weakref
+
+    wrapped = softmax_model_wrapped_in_another()
+    first = load_badnet(wrapped, input_scale=0.5)
+    assert load_badnet(wrapped, input_scale=0.5) is first
+    assert load_badnet(wrapped) is load_badnet(wrapped)
+    assert load_badnet(wrapped, input_scale=0.25) is not first
+    forward_batches(first, pixels)
+    alive = weakref.ref(wrapped)
+    del wrapped
+    gc.collect()
+    assert alive() is None

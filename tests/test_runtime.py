@@ -71,3 +71,14 @@ def test_resizing_after_tensorflow_started_warns():
     with pytest.warns(RuntimeWarning, match="already running, so they keep their size"):
         assert _runtime.configure_tensorflow_threads(wanted) is None
     assert _runtime.tensorflow_threads() == current
+
+
+def test_dask_workers_get_their_threads():
+    # Dask's nanny sets OMP_NUM_THREADS=1 in each worker process; a worker running 2
+    # tasks at once in 2 threads gets 2 TensorFlow threads, its own share of the cores.
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] (the dask extra) not installed")
+    if any(name in os.environ for name in THREAD_VARIABLES[:3]):
+        pytest.skip("an explicit thread variable is set in this environment")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            assert client.submit(_runtime.tensorflow_threads, pure=False).result(timeout=240) == (2, 2)

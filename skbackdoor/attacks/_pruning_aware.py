@@ -21,23 +21,8 @@ import numpy as np
 import keras
 
 from .._validation import check_positive_int
-from ..models import (
-    copy_model,
-    forward_batches,
-    iter_batches,
-    prune_channels,
-    resolve_conv_layer,
-    split_at,
-)
-from ._poison import _as_list, _check_data, _poison_subsets
-from ._train import (
-    _build_model,
-    _check_n_classes,
-    _check_learning_rate,
-    _resolve_input_scale,
-    _seed_from,
-    fit_model,
-)
+from ..models import copy_model, forward_batches, iter_batches, prune_channels, resolve_conv_layer, split_at
+from ._train import _check_learning_rate, _parse_attack, _poison_and_build, _seed_from, fit_model
 
 __all__ = ["pruning_aware_badnet"]
 
@@ -179,15 +164,7 @@ def pruning_aware_badnet(
     >>> bool(np.mean(predict_proba_batches(model, X_p).argmax(axis=1) == y_t) > 0.9)
     True
     """
-    X, y = _check_data(X, y)
-    triggers, targets = _as_list(trigger, "trigger"), _as_list(target, "target")
-    if (triggers is None) != (targets is None):
-        raise ValueError(
-            "trigger and target must both be single values or both be sequences of the same length."
-        )
-    multi = triggers is not None
-    if not multi:
-        triggers, targets = [trigger], [target]
+    X, y, *attack = _parse_attack(X, y, trigger, target)
     clean_epochs = check_positive_int(clean_epochs, "clean_epochs")
     backdoor_epochs = check_positive_int(backdoor_epochs, "backdoor_epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -201,14 +178,9 @@ def pruning_aware_badnet(
     if isinstance(dormancy_margin, bool) or not isinstance(dormancy_margin, numbers.Real) or dormancy_margin < 0:
         raise ValueError(f"dormancy_margin must be a non-negative number, got {dormancy_margin!r}.")
     seed = _seed_from(random_state)
-    X_poisoned, y_poisoned, _ = _poison_subsets(
-        X, y, triggers, targets, poison_rate, True, seed, multi=multi
+    X_poisoned, y_poisoned, network = _poison_and_build(
+        X, y, attack, poison_rate=poison_rate, model=model, n_classes=n_classes, input_scale=input_scale, seed=seed
     )
-    n_classes = _check_n_classes(n_classes, y)
-    scale = _resolve_input_scale(input_scale, X)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    network = _build_model(model, X.shape[1:], n_classes, scale)
     conv = resolve_conv_layer(network, layer)
     name = conv.name
     n_decoys = int(round(prune_fraction * conv.filters))

@@ -9,6 +9,7 @@ from .. import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 
+from .._fine_tuning import fine_tune, plain_recipe  # noqa: E402
 from .._validation import check_positive_int  # noqa: E402
 from ..models import copy_model, load_badnet, model_input_shape, model_n_classes  # noqa: E402
 from ._poison import _as_list, _check_data, _poison_subsets  # noqa: E402
@@ -136,23 +137,40 @@ def _build_model(model, input_shape, n_classes, scale):
 
 
 def fit_model(model, X, y, *, epochs, batch_size, learning_rate, seed, verbose):
-    """Compile ``model`` with Adam and sparse cross-entropy and fit it (in place)."""
+    """Train ``model`` in place with Adam on the cross-entropy of what it outputs.
+
+    A model ending in a softmax is trained on the cross-entropy of probabilities, any
+    other on that of logits (see :mod:`skbackdoor._fine_tuning`). ``seed`` (or None)
+    seeds Keras before compiling.
+    """
+    recipe = plain_recipe(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size)
+    fine_tune(model, X, y, recipe=recipe, seed=seed, verbose=verbose)
+    return model
+
+
+def _parse_attack(X, y, trigger, target):
+    """Checked ``X, y``, the triggers and targets as lists, and whether there are several."""
+    X, y = _check_data(X, y)
+    triggers, targets = _as_list(trigger, "trigger"), _as_list(target, "target")
+    if (triggers is None) != (targets is None):
+        raise ValueError(
+            "trigger and target must both be single values or both be sequences of the same length."
+        )
+    multi = triggers is not None
+    if not multi:
+        triggers, targets = [trigger], [target]
+    return X, y, triggers, targets, multi
+
+
+def _poison_and_build(X, y, attack, *, poison_rate, model, n_classes, input_scale, seed):
+    """The poisoned training set and the untrained network (Keras seeded from ``seed``)."""
+    triggers, targets, multi = attack
+    X_poisoned, y_poisoned, _ = _poison_subsets(X, y, triggers, targets, poison_rate, True, seed, multi=multi)
+    n_classes = _check_n_classes(n_classes, y)
+    scale = _resolve_input_scale(input_scale, X)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(
-        np.asarray(X, dtype=np.float32),
-        np.asarray(y),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=verbose,
-    )
-    return model
+    return X_poisoned, y_poisoned, _build_model(model, X.shape[1:], n_classes, scale)
 
 
 def _check_learning_rate(learning_rate):
@@ -181,7 +199,8 @@ def train_badnet(
 
     The training set is poisoned with :func:`poison_multi` (a ``poison_rate`` share of
     the images carries the trigger and is relabelled ``target``), then the network is
-    trained with Adam on the sparse categorical cross-entropy.
+    trained with Adam on the sparse categorical cross-entropy (of its probabilities,
+    or of its logits when it does not end in a softmax).
 
     Parameters
     ----------
@@ -222,7 +241,8 @@ def train_badnet(
     Returns
     -------
     model : keras.Model
-        The trained BadNet; it takes raw pixels and outputs class probabilities.
+        The trained BadNet; it takes raw pixels and outputs what the network
+        outputs (class probabilities for :func:`small_cnn`).
         ``model.history`` holds the training history.
 
     See Also
@@ -247,27 +267,14 @@ def train_badnet(
     >>> bool(asr > 0.9)
     True
     """
-    X, y = _check_data(X, y)
-    triggers, targets = _as_list(trigger, "trigger"), _as_list(target, "target")
-    if (triggers is None) != (targets is None):
-        raise ValueError(
-            "trigger and target must both be single values or both be sequences of the same length."
-        )
-    multi = triggers is not None
-    if not multi:
-        triggers, targets = [trigger], [target]
+    X, y, *attack = _parse_attack(X, y, trigger, target)
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     learning_rate = _check_learning_rate(learning_rate)
     seed = _seed_from(random_state)
-    X_poisoned, y_poisoned, _ = _poison_subsets(
-        X, y, triggers, targets, poison_rate, True, seed, multi=multi
+    X_poisoned, y_poisoned, network = _poison_and_build(
+        X, y, attack, poison_rate=poison_rate, model=model, n_classes=n_classes, input_scale=input_scale, seed=seed
     )
-    n_classes = _check_n_classes(n_classes, y)
-    scale = _resolve_input_scale(input_scale, X)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    network = _build_model(model, X.shape[1:], n_classes, scale)
     return fit_model(
         network,
         X_poisoned,

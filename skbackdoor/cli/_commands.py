@@ -109,11 +109,11 @@ def scan(args):
         print(f"backdoored: yes, {len(flagged)} label(s) flagged (anomaly index above {threshold:g})")
     else:
         print(f"backdoored: no label flagged (no anomaly index above {threshold:g} below the median)")
-    print("label\tanomaly index\ttrigger L1 norm\tattack success\tflagged")
+    print(f"{'label':>6}  {'anomaly index':>13}  {'trigger L1 norm':>15}  {'attack success':>14}  flagged")
     for label in list(dict.fromkeys(flagged + by_size[:_SHOWN_LABELS].tolist())):
         print(
-            f"{label}\t{cleanse.anomaly_index_[label]:.2f}\t{cleanse.mask_norms_[label]:.1f}\t"
-            f"{cleanse.attack_success_[label]:.1%}\t{'yes' if label in flagged else 'no'}"
+            f"{label:>6}  {cleanse.anomaly_index_[label]:>13.2f}  {cleanse.mask_norms_[label]:>15.1f}  "
+            f"{cleanse.attack_success_[label]:>14.1%}  {'yes' if label in flagged else 'no'}"
         )
     n_classes = cleanse.n_classes_
     how = (
