@@ -254,7 +254,7 @@ def calibrated_rows(net, log):
         start = time.perf_counter()
         goodnet = GoodNetClassifier(badnet=net.model, **parts).fit(X_cal, y_cal)
         row = evaluate(goodnet.predict, net, n)
-        row["seconds"] = time.perf_counter() - start + repair_seconds
+        row["seconds"] = time.perf_counter() - start + (repair_seconds if "repaired" in parts else 0.0)
         row["calibration_rejected"] = float(np.mean(goodnet.predict(X_cal) == n))
         rows[name] = row
         log(f"  {net.name:20s} {name:40s} CCA {row['cca']:.4f} ASR {row['asr']:.4f} "
