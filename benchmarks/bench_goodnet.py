@@ -48,6 +48,10 @@ def parse_args():
     parser.add_argument("--attacks", default=None, help="comma-separated; default all (quick: patch,blend)")
     parser.add_argument("--zoo", default=None, help="run the calibration/tuning section on these zoo nets")
     parser.add_argument("--n-eval", type=int, default=2000, help="--zoo: clean and poisoned evaluation images per net")
+    parser.add_argument("--learning-rates", default="0.001,0.01", help="--zoo: the tuning grid's learning rates")
+    parser.add_argument("--prune-fractions", default="0.25,0.5", help="--zoo: the tuning grid's prune fractions")
+    parser.add_argument("--output", default="goodnet_calibration", help="--zoo: results/<output>.md|json")
+    parser.add_argument("--tuning-only", action="store_true", help="--zoo: skip the G rows")
     return parser.parse_args()
 
 
@@ -185,7 +189,6 @@ def write_report(result, quick):
 
 # ------------------------------------------------- calibration and tuning (issue 12)
 
-TUNING_GRID = {"repaired__prune_fraction": [0.25, 0.5], "repaired__learning_rate": [1e-3, 1e-2]}
 TUNING_MAX_ASR = 0.05
 
 
@@ -262,7 +265,7 @@ def calibrated_rows(net, log):
     return rows
 
 
-def tuning_check(net, log):
+def tuning_check(net, grid, log):
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
 
@@ -277,7 +280,7 @@ def tuning_check(net, log):
     goodnet = GoodNetClassifier(badnet=net.model, repaired=FinePruner(epochs=3, random_state=0), random_state=0)
     start = time.perf_counter()
     # refit=False: both refit rules read the same cv_results_; each pick is refitted below.
-    search = GridSearchCV(goodnet, TUNING_GRID, scoring=scoring, refit=False, cv=2).fit(net.X_val, net.y_val)
+    search = GridSearchCV(goodnet, grid, scoring=scoring, refit=False, cv=2).fit(net.X_val, net.y_val)
     search_seconds = time.perf_counter() - start
     results = search.cv_results_
     picks = {
@@ -285,7 +288,7 @@ def tuning_check(net, log):
         "true": best_cca_under_asr(TUNING_MAX_ASR, asr_key="true_asr")(results),
     }
     out = {
-        "grid": {k: list(map(float, v)) for k, v in TUNING_GRID.items()},
+        "grid": {k: list(map(float, v)) for k, v in grid.items()},
         "cv_surrogate_asr": [float(-v) for v in results["mean_test_asr"]],
         "cv_true_asr": [float(-v) for v in results["mean_test_true_asr"]],
         "cv_cca": [float(v) for v in results["mean_test_cca"]],
@@ -304,12 +307,12 @@ def tuning_check(net, log):
     return out
 
 
-def write_zoo_report(result):
-    env = _harness.environment("zoo", f"python benchmarks/bench_goodnet.py --zoo {','.join(result['nets'])}")
+def write_zoo_report(result, command):
+    env = _harness.environment("zoo", command)
     lines = [
         "# GoodNetClassifier: calibrated poisoned label and tuning from clean data (issue 12)",
         "",
-        f"Produced by `python benchmarks/bench_goodnet.py --zoo {','.join(result['nets'])}`. "
+        f"Produced by `{command}`. "
         f"Evaluation: {result['n_eval']} clean images of each net's evaluation set and as many triggered ones. "
         "CCA counts N as wrong; ASR counts N as defended. B' and B0 are fitted on 80 % of the defender's clean "
         "set, STRIP on all of it, and G is calibrated on the other 20 % ('calibration -> N': the share of those "
@@ -331,9 +334,11 @@ def write_zoo_report(result):
         "",
         "## Tuning from clean data alone",
         "",
-        f"GridSearchCV over {TUNING_GRID} (GoodNet with FinePruner(epochs=3), cv=2), "
+        f"GridSearchCV over {result['grid']} (GoodNet with FinePruner(epochs=3), cv=2), "
         f"refit rule best_cca_under_asr({TUNING_MAX_ASR}) applied to the surrogate ASR and to the true ASR "
-        "of the same search. Goal: the surrogate pick's true ASR within 1 point of the true pick's, and <= 2 %.",
+        "of the same search. Goal: the surrogate pick's true ASR within 1 point of the true pick's (or lower), "
+        "and <= 2 %. Where no candidate meets the bound, the rule falls back to the lowest ASR whatever its CCA: "
+        "read the CCA columns before the goal column.",
         "",
         "| BadNet | surrogate pick | its true ASR | its CCA | true pick | its true ASR | its CCA | goal met |",
         "|---|---|---|---|---|---|---|---|",
@@ -345,18 +350,25 @@ def write_zoo_report(result):
             f"{short(t['true_pick'])} | {t['true_pick_true_asr']:.2%} | {t['true_pick_cca']:.2%} | {'yes' if t['met'] else 'no'} |"
         )
     lines += ["", _harness.environment_sentence(env), ""]
-    _harness.write_results("goodnet_calibration", quick=False, lines=lines, data=result, environment_override=env)
+    _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env)
     print("\n".join(lines))
 
 
 def main_zoo(args):
     log = _harness.log
-    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "rows": {}, "tuning": {}}
+    grid = {
+        "repaired__prune_fraction": [float(v) for v in args.prune_fractions.split(",")],
+        "repaired__learning_rate": [float(v) for v in args.learning_rates.split(",")],
+    }
+    command = "python benchmarks/bench_goodnet.py " + " ".join(sys.argv[1:])
+    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "output": args.output,
+              "rows": {}, "tuning": {}}
     for name in result["nets"]:
         net = zoo_net(name, args.n_eval)
-        result["rows"][name] = calibrated_rows(net, log)
-        result["tuning"][name] = tuning_check(net, log)
-        write_zoo_report(result)  # after every net: a stopped run keeps what it measured
+        if not args.tuning_only:
+            result["rows"][name] = calibrated_rows(net, log)
+        result["tuning"][name] = tuning_check(net, grid, log)
+        write_zoo_report(result, command)  # after every net: a stopped run keeps what it measured
 
 
 def main():
