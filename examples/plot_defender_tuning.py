@@ -71,9 +71,12 @@ print(f"suspected target: {y_surrogate[0]}; the BadNet answers it on {surrogate_
 # ----------------
 # The repaired model's pruned fraction and learning rate are searched; the refit rule
 # keeps the best clean accuracy among the settings whose surrogate ASR is at most 5 %.
-# ``N`` (here 10) is the label the GoodNet answers for inputs it judges poisoned.
+# ``N`` (here 10) is the label the GoodNet answers for inputs it judges poisoned; it
+# holds out 20 % of each training fold to set its false-rejection budget (``frr=0.01``).
 scoring = surrogate_backdoor_scoring(badnet, X_clean, y_clean, steps=300, random_state=0)
-goodnet = GoodNetClassifier(badnet=badnet, repaired=FinePruner(epochs=4, batch_size=32, random_state=0))
+goodnet = GoodNetClassifier(
+    badnet=badnet, repaired=FinePruner(epochs=4, batch_size=32, random_state=0), random_state=0
+)
 search = GridSearchCV(
     goodnet,
     {"repaired__prune_fraction": [0.25, 0.5], "repaired__learning_rate": [1e-3, 1e-2]},
