@@ -28,6 +28,7 @@ from sklearn.metrics import make_scorer
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._surrogate import surrogate_backdoor_scoring, surrogate_detection_scoring, surrogate_poisoned_inputs
 from ._validation import check_images
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "make_cca_scorer",
     "make_far_scorer",
     "make_frr_scorer",
+    "surrogate_backdoor_scoring",
+    "surrogate_detection_scoring",
+    "surrogate_poisoned_inputs",
 ]
 
 
