@@ -402,7 +402,7 @@ def digits_badnet():
     """The digits patch BadNet of the test suite (tests/conftest.py), trained in seconds."""
     from sklearn.datasets import load_digits
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import _digits_net
 
     data = load_digits()
