@@ -199,9 +199,11 @@ def surrogate_detection_scoring(
     clean fold, ``"far"`` (minus the false acceptance rate) on the surrogate poisoned
     inputs of :func:`surrogate_poisoned_inputs`. Pair it with
     ``refit=best_far_under_frr(...)``. The assumptions and caveats of
-    :func:`surrogate_backdoor_scoring` apply; in addition, a minimal reversed trigger
-    dominates the prediction less than the attacker's, so a superimposition detector
-    such as STRIP tends to flag it less often: the surrogate FAR is then pessimistic.
+    :func:`surrogate_backdoor_scoring` apply; in addition, the reversed trigger is not
+    the attacker's, so a superimposition detector such as STRIP can flag it more or
+    less often than the real one (on the digits patch BadNet of the tests, STRIP's
+    surrogate FAR was within 2.3 points of its true FAR for 5 to 20 overlays and
+    ``frr`` 0.01 to 0.05).
 
     Parameters
     ----------

@@ -157,6 +157,7 @@ def _search(patch_badnet, n_jobs):
         badnet=patch_badnet.model,
         repaired=FinePruner(epochs=1, random_state=0),
         detector=STRIPDetector(n_overlays=5, random_state=0),
+        random_state=0,  # the calibration images: the same in every worker
     )
     grid = {"repaired__prune_fraction": [0.0, 0.5], "detector__frr": [0.05]}
     return GridSearchCV(
