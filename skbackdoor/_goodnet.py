@@ -18,7 +18,7 @@ import numbers
 
 import keras
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone, is_classifier, is_outlier_detector
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BadNetEstimatorMixin
 from ._validation import check_labels
-from .models import DEFAULT_BATCH_SIZE, load_badnet, model_n_classes, predict_proba_batches
+from .models import DEFAULT_BATCH_SIZE, load_badnet, model_input_shape, model_n_classes, predict_proba_batches
 
 __all__ = ["GoodNetClassifier"]
 
@@ -40,6 +40,18 @@ def _is_fitted(estimator):
     except NotFittedError:
         return False
     return True
+
+
+def _check_detector(detector):
+    """Refuse a detector that is not an outlier detector (``fit(X)``, ``predict`` -> +1/-1)."""
+    if detector is None or is_outlier_detector(detector):
+        return
+    kind = "a classifier: pass it as repaired= instead" if is_classifier(detector) else "not an outlier detector"
+    raise TypeError(
+        f"detector= must be an outlier detector, fitted on clean images alone (fit(X)) and "
+        f"predicting +1 for clean and -1 for poisoned inputs, e.g. a STRIPDetector; got "
+        f"{type(detector).__name__}, {kind}."
+    )
 
 
 def _needs_fitting(part):
@@ -249,7 +261,8 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.badnet_ = self._load_badnet()
         X = self._validate_images(X, self.badnet_, reset=True)
         n_classes = model_n_classes(self.badnet_)
-        y = check_labels(y, n_samples=len(X), n_classes=n_classes)
+        y = check_labels(y, n_samples=len(X), n_classes=n_classes, min_classes=2, warn_missing=True)
+        _check_detector(self.detector)
 
         X_fit, y_fit, X_calibration = self._calibration_split(X, y)
         self.repaired_ = self._fit_part(self.repaired, X_fit, y_fit)
@@ -296,6 +309,12 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"A model given to GoodNetClassifier has {model_n_classes(model)} classes "
                     f"but the BadNet has {model_n_classes(self.badnet_)}."
+                )
+            shape, expected = model_input_shape(model), model_input_shape(self.badnet_)
+            if tuple(shape) != tuple(expected):
+                raise ValueError(
+                    f"A model given to GoodNetClassifier takes images of shape {tuple(shape)}, but "
+                    f"the BadNet takes {tuple(expected)}: every part must read the same images."
                 )
             return model
         if not hasattr(part, "fit") or not hasattr(part, "predict"):

@@ -208,3 +208,16 @@ def test_grid_search_on_a_dask_cluster(patch_badnet):
     local = _search(patch_badnet, n_jobs=1).fit(patch_badnet.X_val, patch_badnet.y_val)
     np.testing.assert_allclose(search.cv_results_["mean_test_cca"], local.cv_results_["mean_test_cca"])
     np.testing.assert_allclose(search.cv_results_["mean_test_asr"], local.cv_results_["mean_test_asr"])
+
+
+def test_parts_of_the_wrong_kind_or_shape_are_refused_before_any_work(patch_badnet, pruner):
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    with pytest.raises(TypeError, match="detector= must be an outlier detector.*FinePruner, a classifier: pass it as repaired="):
+        GoodNetClassifier(badnet=patch_badnet.model, detector=FinePruner(epochs=0)).fit(X, y)
+    from skbackdoor.attacks import small_cnn
+
+    other_shape = small_cnn((10, 10, 1), 10)
+    with pytest.raises(ValueError, match=r"takes images of shape \(10, 10, 1\), but the BadNet takes \(8, 8, 1\)"):
+        GoodNetClassifier(badnet=patch_badnet.model, repaired=other_shape).fit(X, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner).fit(X, np.zeros(len(X), dtype=int))
