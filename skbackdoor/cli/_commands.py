@@ -190,8 +190,10 @@ def repair(args):
         )
     else:
         repaired = NeuralCleanse(model=model, **_neural_cleanse_options(args), **tuning)
-    repaired.fit(X, y)
-    goodnet = GoodNetClassifier(badnet=model, repaired=repaired).fit(X, y)
+    # G fits B' itself so that it can hold part of the clean data out of the repair and set
+    # its disagreement threshold on images B' was not tuned on.
+    goodnet = GoodNetClassifier(badnet=model, repaired=repaired, random_state=args.random_state).fit(X, y)
+    repaired = goodnet.repaired_
     joblib.dump(goodnet, args.output)
 
     if args.defense == "fine-pruning":

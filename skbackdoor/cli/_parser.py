@@ -273,7 +273,7 @@ def build_parser():
         help=f"Adam learning rate of the fine-tuning. Default: the defense's own "
         f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
     )
-    repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning (and of the trigger search)")
+    repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning, of the trigger search and of the images held out to calibrate the GoodNet")
     pruning = repair.add_argument_group("fine-pruning")
     pruning.add_argument(
         "--layer", metavar="NAME",
