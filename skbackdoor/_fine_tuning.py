@@ -48,7 +48,16 @@ import keras  # noqa: E402
 
 from .models import ChannelMask, outputs_are_probabilities  # noqa: E402
 
-__all__ = ["FineTuning", "RECIPES", "Recipe", "classification_loss", "classifier_head", "fine_tune", "plain_recipe", "repair_recipe"]
+__all__ = [
+    "FineTuning",
+    "RECIPES",
+    "Recipe",
+    "classification_loss",
+    "classifier_head",
+    "fine_tune",
+    "plain_recipe",
+    "repair_recipe",
+]
 
 
 @dataclasses.dataclass(frozen=True)
