@@ -255,7 +255,11 @@ def suffix(quick):
 
 
 def command_line(script, quick):
-    return f"python benchmarks/bench_{script}.py" + (" --quick" if quick else "")
+    """The command that runs ``bench_<script>.py``: this process's own, options included."""
+    path = f"benchmarks/bench_{script}.py"
+    if Path(sys.argv[0]).name == f"bench_{script}.py":
+        return " ".join(["python", path] + sys.argv[1:])
+    return f"python {path}" + (" --quick" if quick else "")
 
 
 def comparison_row(badnet, defense, **values):

@@ -211,7 +211,7 @@ def figures(cleanse, suffix):
     fig.suptitle("Reversed triggers, Fashion-MNIST patch BadNet (target 0), smallest mask first")
     fig.savefig(RESULTS / f"neural_cleanse_triggers{suffix}.png", dpi=90, bbox_inches="tight")
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_anomaly_index(cleanse.anomaly_index_, threshold=cleanse.anomaly_threshold,
+    plot_anomaly_index(cleanse.anomaly_index_, threshold=cleanse.anomaly_threshold_,
                        flagged=cleanse.flagged_labels_, ax=ax,
                        title="Anomaly index, Fashion-MNIST patch BadNet (target 0)")
     fig.savefig(RESULTS / f"neural_cleanse_anomaly{suffix}.png", dpi=90, bbox_inches="tight")

@@ -228,10 +228,8 @@ def collect(names, suffix):
             notes.append(f"`{name}`: {json_path.name} is not in the `{_harness.FORMAT}` format "
                          "(written by an older script?); re-run the script.")
             continue
-        found = [dict(row, benchmark=name) for row in record.get("comparison", [])]
-        if not found:
-            notes.append(f"`{name}`: {json_path.name} holds no comparison rows; see its own report.")
-        rows.extend(found)
+        # An empty list is a script with nothing to compare (bench_speed.py): no note.
+        rows.extend(dict(row, benchmark=name) for row in record.get("comparison", []))
     return _without_repeated_badnet_rows(rows), notes
 
 

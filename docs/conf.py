@@ -37,6 +37,7 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "sphinx_design",
     "benchmark_results",
 ]
 
@@ -65,8 +66,7 @@ sphinx_gallery_conf = {
     "plot_gallery": "False" if os.environ.get("SKBACKDOOR_DOCS_NO_GALLERY") else "True",
     "doc_module": ("skbackdoor",),
     "backreferences_dir": "gen_modules/backreferences",
-    "reference_url": {"skbackdoor": None},
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "gallery_order.WorkflowOrder",
     "download_all_examples": False,
     "remove_config_comments": True,
     "image_scrapers": ("matplotlib",),
@@ -80,17 +80,39 @@ myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 # -- HTML --------------------------------------------------------------------------
-html_theme = "alabaster"
+# pydata-sphinx-theme, the scikit-learn ecosystem's theme: a wide content column, so code
+# and gallery output are not cut at the right edge.
+html_theme = "pydata_sphinx_theme"
 html_title = f"skbackdoor {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["skbackdoor.css"]
 html_theme_options = {
-    "description": "scikit-learn compatible defenses against backdoored Keras image classifiers",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "230px",
+    "icon_links": [
+        {
+            "name": "The CSAW-HackML-2020 challenge",
+            "url": "https://github.com/csaw-hackml/CSAW-HackML-2020",
+            "icon": "fa-brands fa-github",
+        }
+    ],
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    # The gallery's code needs the width more than an "on this page" column.
+    "secondary_sidebar_items": {
+        **{page: ["page-toc"] for page in ("index", "choosing", "user_guide/*", "getting_started",
+                                             "benchmarks", "api", "gen_modules/*", "security", "changelog")},
+        "auto_examples/*": [],
+    },
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+html_sidebars = {page: [] for page in ("index", "choosing", "getting_started", "benchmarks", "api", "changelog", "security")}
+html_context = {"default_mode": "light"}
 
+# -- Links to other projects' documentation ------------------------------------------
+# No intersphinx: it needs each project's objects.inv at build time, and the docs build
+# (in CI too) has no network access beyond package registries. The pages link to
+# scikit-learn, Keras and NumPy with plain URLs instead.
 
 # -- Hooks -------------------------------------------------------------------------
 _SHAPE = re.compile(r"shape \(([^()]*)\)")

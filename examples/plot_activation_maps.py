@@ -52,7 +52,7 @@ for name, network in networks.items():
     activations[name] = (both[: len(X_clean)], both[len(X_clean):])
 
 order = pruner.pruning_order_
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), sharey=True, layout="constrained")
 for ax, (name, (clean_maps, poisoned_maps)) in zip(axes, activations.items()):
     clean = clean_maps.mean(axis=(0, 1, 2))[order]
     poisoned = poisoned_maps.mean(axis=(0, 1, 2))[order]
@@ -62,10 +62,10 @@ for ax, (name, (clean_maps, poisoned_maps)) in zip(axes, activations.items()):
     n_pruned = len(pruner.pruned_channels_)
     ax.axvspan(-0.5, n_pruned - 0.5, color="0.85", zorder=0, label="pruned")
     ax.set_title(name)
-    ax.set_xlabel(f"channels of {layer}, ranked by clean activation (most dormant first)")
+    ax.set_xticks(positions[::2], order[::2], fontsize=7)
+fig.supxlabel(f"channel of {layer!r} (number), ranked by clean activation, most dormant first", fontsize=9)
 axes[0].set_ylabel("mean activation")
-axes[0].legend(fontsize=8)
-fig.tight_layout()
+_ = axes[0].legend(fontsize=8)
 
 # %%
 # Activation maps of every channel
@@ -77,10 +77,10 @@ fig.tight_layout()
 # (where the trigger is) in the BadNet are the backdoor's; after fine-pruning they are
 # pruned or quiet.
 axes = plot_activation_maps(pruner, X_poisoned)
-axes[0].figure.suptitle("triggered test digits")
+_ = axes[0].figure.suptitle("triggered test digits")
 
 # %%
 # The same channels on the clean versions of those digits, for comparison.
 axes = plot_activation_maps(pruner, X_clean)
-axes[0].figure.suptitle("clean test digits")
+_ = axes[0].figure.suptitle("clean test digits")
 plt.show()

@@ -84,7 +84,7 @@ print("best:", search.best_params_)
 # most of it, and pruning dormant channels first helps, until pruning starts to cost
 # clean accuracy. The refit rule picks the best CCA among candidates with ASR <= 10 %.
 axes = plot_cca_asr_heatmaps(search.cv_results_, rows="learning_rate", columns="prune_fraction")
-axes[0].figure.suptitle("GoodNet G(B, B'): mean over 2 clean folds")
+_ = axes[0].figure.suptitle("GoodNet G(B, B'): mean over 2 clean folds")
 axes[0].figure.tight_layout()
 
 # %%

@@ -19,15 +19,16 @@ import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone  # noqa: E402
-from sklearn.utils import check_random_state  # noqa: E402
-from sklearn.utils._param_validation import Interval  # noqa: E402
-from sklearn.utils.validation import check_is_fitted  # noqa: E402
+import keras
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
-from ._fine_tuning import plain_recipe  # noqa: E402
-from ._validation import check_images, check_labels, check_pixel_range, pixel_range  # noqa: E402
-from .models import (  # noqa: E402
+from ._fine_tuning import plain_recipe
+from ._validation import check_classifier_outputs as _check_outputs
+from ._validation import check_images, check_labels, check_pixel_range, pixel_range
+from .models import (
     load_badnet,
     model_from_bytes,
     model_input_shape,
@@ -107,20 +108,11 @@ class BadNetEstimatorMixin:
 def check_classifier_outputs(model, owner):
     """The number of classes of ``model``, after checking it has one output per class.
 
-    ``owner`` names what needs the classifier in the message.
+    ``owner`` names what needs the classifier in the message; the checks themselves are
+    :func:`skbackdoor._validation.check_classifier_outputs`.
     """
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise ValueError(
-            f"{owner} needs a classifier with one output of shape (batch, n_classes); "
-            f"the model's outputs have shapes {[tuple(o.shape) for o in model.outputs]}."
-        )
-    n_classes = model_n_classes(model)
-    if n_classes < 2:
-        raise ValueError(
-            f"The model has {n_classes} output; {owner} needs one output per class "
-            "(at least 2), as probabilities or logits."
-        )
-    return n_classes
+    _check_outputs(model, estimator=owner)
+    return model_n_classes(model)
 
 
 class BaseRepair(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -173,7 +165,7 @@ class BaseRepair(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         badnet = self._load_badnet()
         n_classes = check_classifier_outputs(badnet, type(self).__name__)
         X = self._validate_images(X, badnet, reset=True)
-        y = check_labels(y, n_samples=len(X), n_classes=n_classes)
+        y = check_labels(y, n_samples=len(X), n_classes=n_classes, min_classes=2, warn_missing=True)
         self.n_classes_ = n_classes
         self.classes_ = np.arange(n_classes)
         self.model_ = self._repair(badnet, X, y, rng=rng, seed=seed)

@@ -44,9 +44,9 @@ import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
+import keras
 
-from .models import ChannelMask, outputs_are_probabilities  # noqa: E402
+from .models import ChannelMask, outputs_are_probabilities
 
 __all__ = [
     "FineTuning",

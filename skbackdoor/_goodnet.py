@@ -7,6 +7,11 @@ repaired B' (Fine-Pruning, Liu et al., RAID 2018, https://arxiv.org/abs/1805.121
 G(x) = B'(x) where B and B' agree, N where they disagree; the improved G(B0, B')
 compares B' with a lightly pruned B0 instead of B; a run-time detector such as STRIP
 (Gao et al., ACSAC 2019, https://arxiv.org/abs/1902.06531) can send flagged inputs to N.
+
+Answering N on every disagreement rejects every clean input on which a lightly changed
+B' happens to differ from B (several percent of them); here the disagreement is a score
+and its threshold is set on clean images held out from fitting B', at a
+false-rejection budget, as STRIP sets its own.
 """
 
 import numbers
@@ -15,6 +20,7 @@ import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -23,6 +29,9 @@ from ._validation import check_labels
 from .models import DEFAULT_BATCH_SIZE, load_badnet, model_n_classes, predict_proba_batches
 
 __all__ = ["GoodNetClassifier"]
+
+# Calibration scores closer than this are one value: float32 softmax noise makes no rank.
+_SCORE_TIE = 1e-6
 
 
 def _is_fitted(estimator):
@@ -33,6 +42,13 @@ def _is_fitted(estimator):
     return True
 
 
+def _needs_fitting(part):
+    """An estimator that GoodNetClassifier.fit will fit (not a model, not fitted)."""
+    if part is None or isinstance(part, (keras.Model, str)) or hasattr(part, "__fspath__"):
+        return False
+    return hasattr(part, "fit") and not _is_fitted(part)
+
+
 class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Classifier with N+1 labels: the true class for clean inputs, N for poisoned ones.
 
@@ -41,6 +57,16 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     ``poisoned_label_`` (= N, the number of classes of B) when the detector flags an
     input or when the reference and the repaired model disagree on it, and the repaired
     model's label otherwise.
+
+    How strongly they disagree is scored (see :meth:`disagreement_score`): the
+    probability the reference gives its own label minus the probability the repaired
+    model gives that label. A backdoor that B' no longer obeys shows as a large drop
+    (B is sure of the attacker's target, B' is not), a clean input as a drop near 0.
+    ``fit`` sets ``threshold_`` on clean calibration images so that a share of at
+    most ``frr`` of new clean inputs scores above it, and ``predict`` sends the inputs
+    scoring above it to N.
+    ``frr=None`` is the plain rule of the CSAW reports: N wherever the two labels
+    differ.
 
     Parameters
     ----------
@@ -62,8 +88,28 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         A run-time detector with the outlier convention (``predict`` returns -1 for
         poisoned inputs), e.g. a :class:`~skbackdoor.STRIPDetector`, fitted or not
         (an unfitted one is cloned and fitted on the clean ``X`` given to ``fit``).
+        Its flags are added to those of the disagreement rule; its own budget (the
+        STRIPDetector's ``frr``) is separate from ``frr`` here, so the share of clean
+        inputs sent to N is at most the sum of the two.
+    frr : float in [0, 1) or None, default=0.01
+        False-rejection budget of the disagreement rule: the share of new clean
+        inputs whose disagreement score may exceed ``threshold_``, which is set on
+        clean calibration images (see ``calibration_fraction``). Only used with a
+        ``repaired`` model, which then needs ``predict_proba`` (or is a Keras model).
+        ``None``: the plain rule, N wherever the labels of the reference and of the
+        repaired model differ (G(B, B'), or G(B0, B') with a ``reference``). See Notes.
+    calibration_fraction : float in (0, 1) or None, default=0.2
+        Share of the images given to ``fit`` held out for setting ``threshold_`` when
+        ``fit`` fits the repaired model (or the reference) itself; they are then fitted
+        on the rest. A repaired model fitted on the calibration images agrees with B on
+        them more than on new inputs, which would set the threshold too low (on a
+        43-class GTSRB net, ``frr=0.05`` set on the fit images rejected 18 % of new
+        clean inputs). ``None``, or parts given already fitted: the threshold is set on
+        all the images given to ``fit`` (pass images the parts were not fitted on).
     batch_size : int, default=256
         Images per forward pass of the Keras models held directly.
+    random_state : int, RandomState instance or None, default=None
+        Draws the calibration images.
 
     Attributes
     ----------
@@ -81,6 +127,11 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``0 .. N``; the last one is the poisoned label.
     poisoned_label_ : int
         N, the label answered for inputs judged poisoned.
+    threshold_ : float or None
+        Disagreement score above which an input is sent to N; None with the plain rule
+        (``frr=None``) or without a repaired model.
+    n_calibration_ : int
+        Number of clean images ``threshold_`` was set on (0 without a threshold).
     pixel_range_ : tuple of float
         Minimum and maximum pixel value seen in ``fit``.
 
@@ -88,6 +139,27 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     --------
     FinePruner : repairs a BadNet by pruning dormant channels and fine-tuning.
     STRIPDetector : flags inputs whose prediction survives superimposition.
+    skbackdoor.metrics.surrogate_backdoor_scoring : tune a GoodNet from clean data only.
+
+    Notes
+    -----
+    The settings of the CSAW-HackML reports: ``frr=None`` gives G(B, B'), and
+    ``frr=None, reference=FinePruner(prune_fraction=0.1, epochs=0)`` gives G(B0, B').
+    The calibrated rule works with any reference, repaired model and detector.
+
+    The drop score catches more than a change of label: a partly repaired B' that
+    still answers the attacker's target on a poisoned input is often much less sure
+    of it than B, while on a clean input both are about as sure of the true class.
+    The threshold is a split-conformal quantile of the ``n`` calibration scores: the
+    ``k``-th largest, ``k = floor(frr * (n + 1))``, so that a new clean input drawn
+    like the calibration images scores above it with probability
+    ``k / (n + 1) <= frr`` (``k - 1`` of the calibration images lie above it). With
+    fewer than ``1 / frr - 1`` calibration images ``k`` would be 0; the largest score
+    is used instead and the rate is about ``1 / (n + 1)``. The achieved share on
+    ``m`` new images varies by about ``sqrt(frr * (1 - frr) / min(n, m))`` (1 point
+    for ``frr=0.01`` and 100 images, 0.3 point for 1,000). Rejected clean inputs are
+    often ones B misclassifies anyway, so the clean accuracy usually drops by less
+    than ``frr``.
 
     Examples
     --------
@@ -105,6 +177,11 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> labels = goodnet.predict(X[1500:])
     >>> int(labels.max()) <= 10
     True
+    >>> goodnet.n_calibration_  # B' was fitted on the other 240 images
+    60
+    >>> plain = GoodNetClassifier(badnet=badnet, repaired=goodnet.repaired_, frr=None)  # G(B, B')
+    >>> plain.fit(X[1200:1500], y[1200:1500]).threshold_ is None
+    True
     """
 
     _model_param = "badnet"
@@ -115,20 +192,41 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         "repaired": "no_validation",
         "reference": "no_validation",
         "detector": "no_validation",
+        "frr": [Interval(numbers.Real, 0, 1, closed="left"), None],
+        "calibration_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, *, badnet=None, repaired=None, reference=None, detector=None, batch_size=DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        *,
+        badnet=None,
+        repaired=None,
+        reference=None,
+        detector=None,
+        frr=0.01,
+        calibration_fraction=0.2,
+        batch_size=DEFAULT_BATCH_SIZE,
+        random_state=None,
+    ):
         self.badnet = badnet
         self.repaired = repaired
         self.reference = reference
         self.detector = detector
+        self.frr = frr
+        self.calibration_fraction = calibration_fraction
         self.batch_size = batch_size
+        self.random_state = random_state
 
     # The parts' own fit validates their parameters: nested validation is kept.
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
-        """Fit whatever is not fitted yet (on clones) on the clean data ``X, y``.
+        """Fit whatever is not fitted yet (on clones) on the clean data ``X, y``; set ``threshold_``.
+
+        With ``frr`` and a repaired model (or reference) to fit, a share
+        ``calibration_fraction`` of ``X`` is held out from their fit and sets the
+        threshold; otherwise all of ``X`` sets it. The detector is fitted on all of ``X``.
 
         Parameters
         ----------
@@ -153,13 +251,41 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         n_classes = model_n_classes(self.badnet_)
         y = check_labels(y, n_samples=len(X), n_classes=n_classes)
 
-        self.repaired_ = self._fit_part(self.repaired, X, y)
-        self.reference_ = self.badnet_ if self.reference is None else self._fit_part(self.reference, X, y)
+        X_fit, y_fit, X_calibration = self._calibration_split(X, y)
+        self.repaired_ = self._fit_part(self.repaired, X_fit, y_fit)
+        self.reference_ = self.badnet_ if self.reference is None else self._fit_part(self.reference, X_fit, y_fit)
         self.detector_ = self._fit_part(self.detector, X, None)
         self.poisoned_label_ = n_classes
         self.n_classes_ = n_classes + 1
         self.classes_ = np.arange(n_classes + 1)
+        self.threshold_ = None
+        if self.repaired_ is not None and self.frr is not None:
+            for name, part in (("repaired", self.repaired_), ("reference", self.reference_)):
+                if not isinstance(part, keras.Model) and not hasattr(part, "predict_proba"):
+                    raise TypeError(
+                        f"The calibrated disagreement rule compares probabilities, and the {name} "
+                        f"model ({type(part).__name__}) has no predict_proba; pass frr=None for the "
+                        "plain rule (N where the labels differ)."
+                    )
+            self.threshold_ = _budget_threshold(self._disagreement(X_calibration)[1], self.frr)
+        self.n_calibration_ = len(X_calibration) if self.threshold_ is not None else 0
         return self
+
+    def _calibration_split(self, X, y):
+        """``X_fit, y_fit`` for the parts G fits, ``X_calibration`` for the threshold."""
+        to_fit = [part for part in (self.repaired, self.reference) if _needs_fitting(part)]
+        if self.repaired is None or self.frr is None or self.calibration_fraction is None or not to_fit:
+            return X, y, X
+        n_calibration = int(round(self.calibration_fraction * len(X)))
+        if n_calibration < 1 or n_calibration >= len(X):
+            raise ValueError(
+                f"calibration_fraction={self.calibration_fraction} of {len(X)} images leaves "
+                f"{n_calibration} for the calibration and {len(X) - n_calibration} for fitting; "
+                "both need at least one. Give more images or change calibration_fraction."
+            )
+        order = check_random_state(self.random_state).permutation(len(X))
+        calibration, rest = order[:n_calibration], np.sort(order[n_calibration:])
+        return X[rest], y[rest], X[np.sort(calibration)]
 
     def _fit_part(self, part, X, y):
         if part is None:
@@ -194,13 +320,52 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
             return predict_proba_batches(part, X, batch_size=self.batch_size)
         return np.asarray(part.predict_proba(X))
 
-    def _poisoned_mask(self, X, repaired_labels):
+    def _disagreement(self, X):
+        """Probabilities of the repaired model and the drop score of each input."""
+        repaired = self._proba_of(self.repaired_, X)
+        reference = self._proba_of(self.reference_, X)
+        rows = np.arange(len(X))
+        labels = reference.argmax(axis=1)
+        return repaired, reference[rows, labels] - repaired[rows, labels]
+
+    def _judge(self, X, *, proba):
+        """The answering model's labels (or probabilities) and the poisoned mask."""
         poisoned = np.zeros(len(X), dtype=bool)
-        if self.repaired_ is not None:
-            poisoned |= self._labels_of(self.reference_, X) != repaired_labels
+        source = self.badnet_ if self.repaired_ is None else self.repaired_
+        if self.threshold_ is not None:
+            answer, scores = self._disagreement(X)
+            poisoned |= scores > self.threshold_
+        else:
+            answer = self._proba_of(source, X) if proba else self._labels_of(source, X)
+            if self.repaired_ is not None:
+                labels = answer.argmax(axis=1) if proba else answer
+                poisoned |= self._labels_of(self.reference_, X) != labels
         if self.detector_ is not None:
             poisoned |= np.asarray(self.detector_.predict(X)) == -1
-        return poisoned
+        if not proba and answer.ndim == 2:
+            answer = answer.argmax(axis=1)
+        return answer, poisoned
+
+    def disagreement_score(self, X):
+        """How strongly the reference and the repaired model disagree on each input.
+
+        The probability the reference (B, or B0) gives its own label minus the
+        probability the repaired model B' gives that label, in [-1, 1]. Inputs scoring
+        above ``threshold_`` are sent to N.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        if self.repaired_ is None:
+            raise ValueError("This GoodNetClassifier has no repaired model: there is no disagreement to score.")
+        X = self._validate_images(X, self.badnet_, reset=False)
+        return self._disagreement(X)[1]
 
     def predict(self, X):
         """Label each image: its class in ``0 .. N-1``, or ``N`` when judged poisoned.
@@ -215,9 +380,8 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_images(X, self.badnet_, reset=False)
-        source = self.badnet_ if self.repaired_ is None else self.repaired_
-        labels = self._labels_of(source, X)
-        return np.where(self._poisoned_mask(X, labels), self.poisoned_label_, labels)
+        labels, poisoned = self._judge(X, proba=False)
+        return np.where(poisoned, self.poisoned_label_, labels)
 
     def predict_proba(self, X):
         """Probabilities over the N+1 classes.
@@ -236,11 +400,22 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_images(X, self.badnet_, reset=False)
-        source = self.badnet_ if self.repaired_ is None else self.repaired_
-        base = self._proba_of(source, X)
-        poisoned = self._poisoned_mask(X, base.argmax(axis=1))
+        base, poisoned = self._judge(X, proba=True)
         proba = np.zeros((len(X), self.n_classes_), dtype=base.dtype)
         proba[:, :-1] = base
         proba[poisoned] = 0.0
         proba[poisoned, -1] = 1.0
         return proba
+
+
+def _budget_threshold(scores, frr):
+    """The ``k``-th largest calibration score, ``k = max(1, floor(frr * (n + 1)))``.
+
+    A new score exchangeable with the ``n`` calibration scores exceeds the ``k``-th
+    largest with probability ``k / (n + 1)`` (split conformal), at most ``frr``.
+    """
+    k = max(1, int(np.floor(frr * (len(scores) + 1) + 1e-9)))
+    k = min(k, len(scores))
+    threshold = np.sort(scores)[len(scores) - k]
+    # A score within float noise of the threshold is the threshold (never above it).
+    return float(threshold + _SCORE_TIE)

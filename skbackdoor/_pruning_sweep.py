@@ -34,10 +34,10 @@ import numpy as np
 
 from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
+import keras
 
-from ._base import progress_bar  # noqa: E402
-from .models import (  # noqa: E402
+from ._base import progress_bar
+from .models import (
     DEFAULT_BATCH_SIZE,
     copy_model,
     forward_batches,

@@ -28,6 +28,7 @@ from sklearn.metrics import make_scorer
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._surrogate import surrogate_backdoor_scoring, surrogate_detection_scoring, surrogate_poisoned_inputs
 from ._validation import check_images
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "make_cca_scorer",
     "make_far_scorer",
     "make_frr_scorer",
+    "surrogate_backdoor_scoring",
+    "surrogate_detection_scoring",
+    "surrogate_poisoned_inputs",
 ]
 
 
@@ -61,20 +65,22 @@ class _Rate(Interval):
 
 
 class _IntegerLabel(Interval):
-    """Any integer but a boolean, described as the label conventions it stands for."""
+    """Any integer but a boolean, described in error messages as ``description``."""
 
-    def __init__(self):
+    def __init__(self, description="an integer label"):
         super().__init__(numbers.Integral, None, None, closed="neither")
+        self.description = description
 
     def is_satisfied_by(self, val):
         return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
 
     def __str__(self):
-        return "an integer label (-1 for outlier detectors, N for a GoodNet with N classes)"
+        return self.description
 
 
-_POISONED_LABEL = [_IntegerLabel(), str]
-_LABEL_OR_LABELS = [_IntegerLabel(), str, "array-like"]
+_POISONED_LABEL = [_IntegerLabel("an integer label (-1 for outlier detectors, N for a GoodNet with N classes)"), str]
+# A target may be any scalar label (floats too, as scikit-learn allows) or one per input.
+_LABEL_OR_LABELS = [_IntegerLabel(), Interval(numbers.Real, None, None, closed="neither"), str, "array-like"]
 
 
 def _check_1d(y, name):

@@ -221,8 +221,9 @@ def load_badnet(source, *, architecture=None, input_scale=None, input_offset=Non
     key = (repr(scale), repr(offset), tuple(id(layer) for layer in model.layers))
     rebuilt = _REBUILT.setdefault(model, {})
     if key not in rebuilt:
-        rebuilt[key] = _rebuild(model, scale=scale, offset=offset)
-    return rebuilt[key]
+        result = _rebuild(model, scale=scale, offset=offset)
+        rebuilt[key] = None if result is model else result  # never a strong ref to the key
+    return model if rebuilt[key] is None else rebuilt[key]
 
 
 # model -> {(scale, offset, layer ids): the model rebuilt from it}; weakly keyed, so the

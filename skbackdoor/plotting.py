@@ -543,24 +543,40 @@ def plot_activation_maps(pruner, X, *, n_columns=None, fig=None):
     n_rows = int(np.ceil(n_channels / n_columns))
     gap = 1
     vmax = max(float(m.max()) for m in maps) or 1.0
+    mosaic_height = n_rows * (height + gap) - gap
+    mosaic_width = n_columns * (width + gap) - gap
     if fig is None:
         plt = _import_pyplot()
-        fig = plt.figure(figsize=(10, 5 * n_rows * (height + gap) / max(n_columns * (width + gap), 1) + 1))
+        # Two mosaics and a colour bar across 10 inches; the height follows their aspect,
+        # plus room for the titles, so that no empty band surrounds them.
+        panel_width = 4.4
+        fig = plt.figure(figsize=(10, panel_width * mosaic_height / mosaic_width + 0.9), layout="constrained")
     axes = np.asarray(fig.subplots(1, 2, squeeze=False))[0]
     pruned = set(int(c) for c in pruner.pruned_channels_)
+    # Channel numbers: small enough to leave most of a tile visible.
+    number_size = float(np.clip(40 / max(n_columns, n_rows), 4, 8))
     for ax, activation, label in zip(axes, maps, ("BadNet", "fine-pruned")):
-        mosaic = np.full((n_rows * (height + gap) - gap, n_columns * (width + gap) - gap), np.nan)
+        mosaic = np.full((mosaic_height, mosaic_width), np.nan)
         for channel in range(n_channels):
             top, left = (channel // n_columns) * (height + gap), (channel % n_columns) * (width + gap)
             mosaic[top : top + height, left : left + width] = activation[..., channel]
+            ax.text(
+                left - 0.4, top - 0.4, str(channel), fontsize=number_size, color="white",
+                ha="left", va="top", path_effects=_outline(),
+            )
         image = ax.imshow(mosaic, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
         for channel in pruned:
             top, left = (channel // n_columns) * (height + gap), (channel % n_columns) * (width + gap)
             ax.add_patch(_rectangle(left - 0.5, top - 0.5, width, height))
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{label}: mean activation of {layer!r}")
-    fig.colorbar(image, ax=list(axes), shrink=0.8)
+        ax.set_title(f"{label}: mean activation of {layer!r}", fontsize=10)
+    colorbar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.01)
+    colorbar.set_label(f"mean activation over {len(X)} images")
+    axes[1].text(
+        1.0, -0.02, "numbers: channel index; red outline: pruned", transform=axes[1].transAxes,
+        ha="right", va="top", fontsize=8,
+    )
     return axes
 
 

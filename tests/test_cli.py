@@ -291,6 +291,39 @@ def test_input_scale_accepts_fractions_and_refuses_nonsense(capsys):
         with pytest.raises(SystemExit):
             main(["predict", "--model", "m.keras", "--input-scale", bad, "x.png"])
         assert "--input-scale" in capsys.readouterr().err
+    assert scale("1/2,1/4,0.125") == [0.5, 0.25, 0.125]
+    for bad in ("1/2,0,1", "1,,2"):
+        with pytest.raises(SystemExit):
+            main(["predict", "--model", "m.keras", "--input-scale", bad, "x.png"])
+        assert "--input-scale" in capsys.readouterr().err
+
+
+def test_input_offset_reaches_the_network(tmp_path, capsys):
+    """``--input-offset`` and a per-channel ``--input-scale`` give the net (x - offset) * scale."""
+    import keras
+    from PIL import Image
+
+    from skbackdoor.cli._parser import offset
+
+    assert offset("125.3,123,-1/2") == [125.3, 123.0, -0.5] and offset("0") == 0.0
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", "m.keras", "--input-offset", "mean", "x.png"])
+    assert "--input-offset" in capsys.readouterr().err
+    # A net whose class is decided by the sign of its (normalised) green channel.
+    inputs = keras.Input((4, 4, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    head = keras.layers.Dense(2)
+    model = keras.Model(inputs, head(mean))
+    head.set_weights([np.array([[0, 0], [-1, 1], [0, 0]], dtype="float32"), np.zeros(2, "float32")])
+    model_path = tmp_path / "sign.keras"
+    model.save(model_path)
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    image[..., 1] = 100
+    Image.fromarray(image).save(tmp_path / "g100.png")
+    args = ["predict", "--model", str(model_path), "--input-scale", "1,1/10,1", str(tmp_path / "g100.png")]
+    assert main(args) == 0 and capsys.readouterr().out.split() == ["1"]      # green 100 > 0
+    assert main([*args[:5], "--input-offset", "0,150,0", *args[5:]]) == 0
+    assert capsys.readouterr().out.split() == ["0"]                          # (100 - 150) / 10 < 0
 
 
 # ---------------------------------------------------------------- help, version, quiet
@@ -314,8 +347,9 @@ def _command(*argv):
 
 
 def _environment():
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TF_CPP", "TF_NUM_"))}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["OMP_NUM_THREADS"] = "1"  # as in a loky worker: skbackdoor._runtime imports TensorFlow at once
     return env
 
 
@@ -332,7 +366,7 @@ def test_help_and_version_do_not_import_tensorflow():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False False"
     assert result.stdout.startswith("skbackdoor ")
-    assert "(default: 1000)" in " ".join(result.stdout.split())  # --steps shows its default
+    assert "(default: 300)" in " ".join(result.stdout.split())  # --steps shows its default
     assert elapsed < 10  # about 0.5 s on an idle machine; generous for a loaded one
 
 

@@ -6,7 +6,9 @@ The Keras 2 files are written here with h5py in the layout Keras 2.3.1 writes (a
 no network are needed.
 """
 
+import gc
 import json
+import weakref
 
 import h5py
 import keras
@@ -497,9 +499,6 @@ def test_a_badnet_trained_through_scikeras_loads(digits):
 
 
 def test_loading_the_same_model_twice_gives_one_rebuilt_model_that_does_not_keep_it_alive(pixels):
-    import gc
-    import weakref
-
     wrapped = softmax_model_wrapped_in_another()
     first = load_badnet(wrapped, input_scale=0.5)
     assert load_badnet(wrapped, input_scale=0.5) is first
@@ -508,5 +507,22 @@ def test_loading_the_same_model_twice_gives_one_rebuilt_model_that_does_not_keep
     forward_batches(first, pixels)
     alive = weakref.ref(wrapped)
     del wrapped
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_nested_model_whose_names_clash_with_its_parent_stays_nested(pixels):
+    inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.Flatten(name="flat")], name="inner")
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(5, name="conv")(inner(inputs))  # a second layer called "conv"
+    outer = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    assert load_badnet(outer) is outer
+    scaled = load_badnet(outer, input_scale=0.5)
+    assert [layer.name for layer in scaled.layers][1:3] == ["input_scale", "inner"]
+    np.testing.assert_allclose(forward_batches(scaled, pixels), forward_batches(outer, pixels * 0.5),
+                               rtol=1e-5, atol=1e-7)
+    alive = weakref.ref(outer)
+    del outer, scaled
     gc.collect()
     assert alive() is None

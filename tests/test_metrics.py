@@ -113,6 +113,7 @@ def test_attack_success_rate_single_and_multi_target():
     assert attack_success_rate(np.int64(7), np.array([7, 7, 7, 7])) == 1.0
     assert attack_success_rate([0, 7, 7], [0, 7, 3]) == pytest.approx(2 / 3)
     assert attack_success_rate(0, [0, 1], sample_weight=[3, 1]) == pytest.approx(0.75)
+    assert attack_success_rate(1.0, np.array([1.0, 2.0])) == 0.5
 
 
 def test_attack_success_rate_poisoned_label_is_not_a_success():

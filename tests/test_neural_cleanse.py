@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 
 from skbackdoor import _neural_cleanse
-from skbackdoor._neural_cleanse import NeuralCleanse
+from skbackdoor._neural_cleanse import NeuralCleanse, anomaly_index, automatic_threshold
 from skbackdoor.models import predict_proba_batches
 
 # Few steps are enough on 8x8 images; every fit below stays within a few seconds.
@@ -46,11 +46,94 @@ def test_flags_the_target_label(cleansed, patch_badnet):
     assert cleansed.is_backdoored_
     assert cleansed.flagged_labels_.tolist() == [patch_badnet.target]
     index = cleansed.anomaly_index_
-    assert index[patch_badnet.target] > cleansed.anomaly_threshold
+    assert index[patch_badnet.target] > cleansed.anomaly_threshold_
     assert np.nanargmax(index) == patch_badnet.target
     assert np.nanargmin(cleansed.mask_norms_) == patch_badnet.target
     # The reversed trigger works on the BadNet.
     assert cleansed.attack_success_[patch_badnet.target] > 0.9
+
+
+def test_anomaly_index_is_one_sided_on_log_norms():
+    norms = np.array([2.0, 40.0, 50.0, 55.0, 60.0, 45.0, 52.0, 400.0, 3.0, np.nan])
+    index = anomaly_index(norms, np.arange(9))
+    logs = np.log(norms[:9])
+    median = np.median(logs)
+    spread = 1.4826 * np.median(np.abs(logs - median))
+    np.testing.assert_allclose(index[:9], (median - logs) / spread)
+    assert np.isnan(index[9])
+    # Both small masks stand out; the very large one is far from the median but on the
+    # harmless side.
+    assert index[0] > 3 and index[8] > 3 and index[7] < -3
+
+
+def test_anomaly_index_with_no_spread():
+    index = anomaly_index(np.array([5.0, 5.0, 5.0, 1.0, 9.0]), np.arange(3))
+    np.testing.assert_array_equal(index, [0, 0, 0, np.inf, -np.inf])
+
+
+def test_automatic_threshold_grows_with_the_labels():
+    assert automatic_threshold(10) == pytest.approx(2.576, abs=1e-3)
+    assert automatic_threshold(43) == pytest.approx(3.045, abs=1e-3)
+    assert automatic_threshold(10) < automatic_threshold(43) < automatic_threshold(1283)
+
+
+def test_every_anomalous_label_is_flagged_and_unlearned(patch_badnet, monkeypatch):
+    # Two labels with small masks: both flagged, both unlearned.
+    cleanse = NeuralCleanse(model=patch_badnet.model, **{**TINY, "steps": 1})
+    norms = np.array([4.0, 50.0, 45.0, 60.0, 5.0, 55.0, 48.0, 52.0, 300.0, 58.0])
+
+    def fake_search(self, model, X, *, seed, screening=False):
+        class Search:
+            def run(self_, labels, steps, *, desc):
+                from skbackdoor._trigger_search import TriggerSearchResult
+
+                labels = np.asarray(labels)
+                # Uniform masks whose L1 norms are the norms above.
+                masks = np.ones((len(labels), 8, 8), np.float32) * (norms[labels] / 64)[:, None, None]
+                return TriggerSearchResult(
+                    labels=labels, masks=masks, patterns=np.zeros((len(labels), 8, 8, 1), np.float32),
+                    norms=masks.reshape(len(labels), -1).sum(1).astype(float), found=np.ones(len(labels), bool),
+                    cross_entropy=np.zeros(len(labels)), steps=np.ones(len(labels), int),
+                )
+        return Search()
+
+    monkeypatch.setattr(NeuralCleanse, "_trigger_search", fake_search)
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.flagged_labels_.tolist() == [0, 4]
+    assert cleanse.anomaly_index_[8] < 0  # the large mask is not suspicious
+    assert cleanse.anomaly_threshold_ == pytest.approx(automatic_threshold(10))
+    assert cleanse.unlearned_labels_.tolist() == [0, 4]
+    assert cleanse.residual_mask_norms_.shape == (1, 2)
+
+
+@pytest.fixture(scope="module")
+def two_target_badnet(digits):
+    """A digits BadNet with two backdoors: bottom-right patch -> 0, top-left patch -> 1."""
+    from sklearn.model_selection import train_test_split
+
+    from skbackdoor.attacks import PatchTrigger, make_poisoned_test_set, train_badnet
+
+    X, y = digits
+    X_train, X_rest, y_train, y_rest = train_test_split(X, y, train_size=1000, stratify=y, random_state=0)
+    X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, train_size=400, stratify=y_rest, random_state=0)
+    triggers = [PatchTrigger.square(size=2, value=16, location=where) for where in ("bottom-right", "top-left")]
+    model = train_badnet(X_train, y_train, trigger=triggers, target=[0, 1], poison_rate=[0.1, 0.1],
+                         n_classes=10, epochs=12, batch_size=32, random_state=0)
+    poisoned = [make_poisoned_test_set(X_test, y_test, trigger, target) for trigger, target in zip(triggers, [0, 1])]
+    return model, X_val, y_val, X_test, y_test, poisoned
+
+
+def test_both_targets_of_a_two_target_badnet_are_flagged_and_unlearned(two_target_badnet):
+    model, X_val, y_val, X_test, y_test, poisoned = two_target_badnet
+    for (X_poisoned, y_target) in poisoned:
+        assert _accuracy(predict_proba_batches(model, X_poisoned).argmax(1), y_target) > 0.9
+    cleanse = NeuralCleanse(model=model, **FAST).fit(X_val, y_val)
+    assert sorted(cleanse.flagged_labels_.tolist()) == [0, 1]
+    assert cleanse.unlearned_labels_.tolist() == [0, 1]
+    others = np.setdiff1d(np.arange(10), [0, 1])
+    assert np.all(cleanse.anomaly_index_[others] < cleanse.anomaly_threshold_)
+    for (X_poisoned, y_target) in poisoned:
+        assert _accuracy(cleanse.predict(X_poisoned), y_target) < 0.1
 
 
 def test_reversed_mask_sits_on_the_trigger(cleansed, patch_badnet):
@@ -64,7 +147,7 @@ def test_reversed_mask_sits_on_the_trigger(cleansed, patch_badnet):
 def test_clean_model_has_no_flagged_label(cleansed_clean):
     assert not cleansed_clean.is_backdoored_
     assert cleansed_clean.flagged_labels_.size == 0
-    assert np.all(cleansed_clean.anomaly_index_ < cleansed_clean.anomaly_threshold)
+    assert np.all(cleansed_clean.anomaly_index_ <= cleansed_clean.anomaly_threshold_)
     # Nothing flagged and unlearn_if_clean=False: the model is left as it was.
     assert cleansed_clean.unlearned_labels_.size == 0
     assert cleansed_clean.history_ == {}
@@ -165,9 +248,12 @@ def test_labels_restrict_the_scan_and_results_do_not_depend_on_batching(cleansed
     np.testing.assert_array_equal(subset.scanned_labels_, [0, 3, 5])
     assert np.isnan(subset.mask_norms_[[1, 2, 4, 6, 7, 8, 9]]).all()
     assert np.isnan(subset.anomaly_index_[[1, 2]]).all()
-    # A label's search depends on its own seed only: same masks as in the full scan.
-    np.testing.assert_allclose(subset.masks_, cleansed.masks_[[0, 3, 5]], atol=1e-5)
-    np.testing.assert_allclose(subset.mask_norms_[[0, 3, 5]], cleansed.mask_norms_[[0, 3, 5]], rtol=1e-4)
+    # A label's search depends on its own seed only: the masks of the full scan. Not to
+    # the last bit: the network's rounding differs with the batch (1 label per call vs
+    # 10), and over 300 steps a discrete decision (99 % success, a 1 % shrink) can flip;
+    # the exact independence is pinned in test_trigger_search.
+    np.testing.assert_allclose(subset.masks_, cleansed.masks_[[0, 3, 5]], atol=1e-2)
+    np.testing.assert_allclose(subset.mask_norms_[[0, 3, 5]], cleansed.mask_norms_[[0, 3, 5]], rtol=2e-2)
 
 
 def test_screening_shortlists_the_target(patch_badnet):
@@ -292,7 +378,9 @@ def test_bad_inputs_raise(cleansed, patch_badnet):
 
 @pytest.mark.parametrize(
     "params",
-    [{"steps": 0}, {"cost": 0}, {"screening": "sometimes"}, {"unlearning_fraction": 1.5}, {"epochs": -1}],
+    [{"steps": 0}, {"cost": 0}, {"screening": "sometimes"}, {"unlearning_fraction": 1.5}, {"epochs": -1},
+     {"anomaly_threshold": "high"}, {"unlearning": "everything"}, {"n_steps_no_change": 0},
+     {"perturbation_size": 0}],
 )
 def test_invalid_parameters(patch_badnet, params):
     cleanse = NeuralCleanse(model=patch_badnet.model, **{**TINY, **params})
@@ -322,7 +410,51 @@ def test_plots(cleansed):
     )
     assert axes.shape == (3, 4)
     assert axes[0, 0].get_title().startswith("label 0")  # smallest norm first
-    ax = plot_anomaly_index(cleansed.anomaly_index_, threshold=cleansed.anomaly_threshold,
+    ax = plot_anomaly_index(cleansed.anomaly_index_, threshold=cleansed.anomaly_threshold_,
                             flagged=cleansed.flagged_labels_)
     assert len(ax.patches) == 10
     plt.close("all")
+
+
+# ---------------------------------------------------------------- trigger-agnostic unlearning
+
+
+def test_universal_unlearning_needs_no_trigger(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model, unlearning="universal", **{**FAST, "steps": 30, "epochs": 3})
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    net = patch_badnet
+    assert cleanse.unlearned_labels_.size == 0 and cleanse.residual_mask_norms_.shape == (0, 0)
+    assert len(cleanse.history_["loss"]) == 3 * cleanse.unlearning_rounds
+    asr_before = _accuracy(predict_proba_batches(net.model, net.X_poisoned).argmax(1), net.y_target)
+    asr_after = _accuracy(cleanse.predict(net.X_poisoned), net.y_target)
+    assert asr_after < asr_before
+
+
+def test_universal_unlearning_leaves_a_clean_model_alone_without_unlearn_if_clean(clean_net):
+    cleanse = NeuralCleanse(
+        model=clean_net.model, unlearning="universal", unlearn_if_clean=False, anomaly_threshold=1e6, **TINY
+    )
+    cleanse.fit(clean_net.X_val, clean_net.y_val)
+    assert cleanse.history_ == {}
+    np.testing.assert_allclose(
+        cleanse.predict_proba(clean_net.X_test), predict_proba_batches(clean_net.model, clean_net.X_test), rtol=1e-6
+    )
+
+
+def test_both_unlearnings_are_deterministic(patch_badnet):
+    fits = [
+        NeuralCleanse(model=patch_badnet.model, unlearning="both", **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
+        for _ in range(2)
+    ]
+    assert fits[0].unlearned_labels_.size == 1
+    np.testing.assert_array_equal(
+        fits[0].predict_proba(patch_badnet.X_test), fits[1].predict_proba(patch_badnet.X_test)
+    )
+
+
+def test_early_stopping_shortens_the_search_and_keeps_the_target(patch_badnet):
+    early = NeuralCleanse(model=patch_badnet.model, steps=600, n_steps_no_change=30, epochs=0, random_state=0)
+    early.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert early.search_steps_.shape == (10,)
+    assert early.search_steps_.max() <= 600 and early.search_steps_.min() < 600
+    assert early.flagged_labels_.tolist() == [patch_badnet.target]

@@ -62,7 +62,7 @@ def test_bad_input_is_refused_before_the_repair(patch_badnet, digits):
         _FineTuneOnly(model=patch_badnet.model).fit(X, np.where(y == 1, 10, y))
     inputs = keras.Input((8, 8, 1))
     single = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)))
-    with pytest.raises(ValueError, match="_FineTuneOnly needs one output per class"):
+    with pytest.raises(ValueError, match="_FineTuneOnly needs class scores over at least 2 classes"):
         _FineTuneOnly(model=single).fit(X, np.zeros(len(X), dtype=int))
 
 

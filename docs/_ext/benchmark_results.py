@@ -12,10 +12,22 @@ Two MyST comment lines are expanded when a page is read:
     reader to run ``benchmarks/run_all.py``: the docs show only numbers the benchmark
     scripts wrote and never invent any.
 
+    ``mode=summary`` picks, among ``a.md|b.md``, the file of the run mode of the
+    summary below (``_quick`` names for quick mode), so that a page never mixes the
+    numbers of two run modes. ``dropdown=TITLE`` (underscores for spaces) puts each
+    include in a collapsed sphinx-design dropdown.
+
+``% benchmark-summary``
+    A compact table from ``comparison.json`` (the full run) or else
+    ``comparison_quick.json``: for the main defenses, CCA / ASR (detectors: FRR / FAR)
+    on each BadNet, in percent, and which run mode it comes from.
+
 ``% benchmark-anchors``
     The table of published numbers, from ``ANCHORS`` in ``benchmarks/run_all.py``
     (the one place they are written down).
 """
+
+import json
 
 import importlib.util
 import os
@@ -25,6 +37,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 RESULTS_MARKER = re.compile(r"^% benchmark-results:(?P<spec>.*)$", re.MULTILINE)
+SUMMARY_MARKER = re.compile(r"^% benchmark-summary\s*$", re.MULTILINE)
+SUMMARY_FILES = ("comparison.json", "comparison_quick.json")
+# (row title, defense name in the comparison JSON, metrics shown)
+SUMMARY_ROWS = (
+    ("undefended BadNet B", "none (the BadNet B)", ("cca", "asr")),
+    ("FinePruner (defaults)", "FinePruner, fine-pruning (defaults)", ("cca", "asr")),
+    ("NeuralCleanse (defaults)", "NeuralCleanse (defaults)", ("cca", "asr")),
+    ("STRIPDetector, 10 overlays, target FRR 5 %", "STRIPDetector (10 overlays, target FRR 5%)", ("frr", "far")),
+    ("GoodNet G(B, B') + STRIP", "G(B, B') + STRIP", ("cca", "asr")),
+)
+SUMMARY_BADNETS = ("patch", "blend", "multi-target", "pruning-aware")
+METRIC_NAMES = {"cca": "CCA", "asr": "ASR", "frr": "FRR", "far": "FAR"}
 ANCHORS_MARKER = re.compile(r"^% benchmark-anchors\s*$", re.MULTILINE)
 HEADING = re.compile(r"^(#{1,6})\s")
 FENCE = re.compile(r"^(```|~~~)")
@@ -73,10 +97,23 @@ def _missing_note(pattern):
     )
 
 
-def _matches(pattern):
+def _summary_file():
+    return next((RESULTS / name for name in SUMMARY_FILES if (RESULTS / name).is_file()), None)
+
+
+def _summary_is_quick():
+    found = _summary_file()
+    return found is not None and found.name.endswith("_quick.json")
+
+
+def _matches(pattern, same_mode=False):
     if not RESULTS.is_dir():
         return []
-    for alternative in pattern.split("|"):
+    alternatives = pattern.split("|")
+    if same_mode and _summary_file() is not None:
+        quick = _summary_is_quick()
+        alternatives = [a for a in alternatives if ("_quick" in a) == quick] or alternatives
+    for alternative in alternatives:
         found = [path for path in sorted(RESULTS.glob(alternative)) if path.is_file()]
         if found:
             return found
@@ -85,9 +122,14 @@ def _matches(pattern):
 
 def _expand_results(spec, docdir):
     level, end_before, skip_title, names = 2, None, False, []
+    same_mode, dropdown = False, None
     for word in spec.split():
         if word == "skip-title":
             skip_title = True
+        elif word == "mode=summary":
+            same_mode = True
+        elif word.startswith("dropdown="):
+            dropdown = word.split("=", 1)[1].replace("_", " ")
         elif word.startswith("level="):
             level = int(word.split("=", 1)[1])
         elif word.startswith("end-before="):
@@ -96,11 +138,54 @@ def _expand_results(spec, docdir):
             names.append(word)
     blocks = []
     for pattern in names:
-        matches = _matches(pattern)
+        matches = _matches(pattern, same_mode)
         if not matches:
             blocks.append(_missing_note(pattern))
-        blocks.extend(_include_block(path, docdir, level, end_before, skip_title) for path in matches)
+        for path in matches:
+            block = _include_block(path, docdir, level, end_before, skip_title)
+            if dropdown:
+                block = f"::::{{dropdown}} {dropdown} (`{path.name}`)\n{block}::::\n"
+            blocks.append(block)
     return "\n".join(blocks)
+
+
+def _percent(value):
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _summary_table():
+    found = _summary_file()
+    if found is None:
+        return _missing_note("|".join(SUMMARY_FILES))
+    data = json.loads(found.read_text(encoding="utf-8"))
+    environment = data.get("environment", {})
+    rows = data.get("measured", [])
+
+    def find(defense, badnet):
+        for row in rows:
+            if row.get("defense") == defense and row.get("badnet") == f"Fashion-MNIST {badnet}":
+                return row
+        return None
+
+    mode = environment.get("mode", "quick" if found.name.endswith("_quick.json") else "full")
+    lines = [
+        f"From one run, `{environment.get('command', 'benchmarks/run_all.py')}` ({mode} mode, "
+        f"{environment.get('date_utc', 'date unknown')}, {environment.get('usable_cores', '?')} CPU "
+        f"cores), file `benchmarks/results/{found.name}`. Fashion-MNIST BadNets on a small CNN; "
+        "percent; each cell is CCA / ASR (the detector row: FRR / FAR). Lower ASR, FRR and FAR "
+        "are better. Every number of the reports below comes from the same run mode.",
+        "",
+        "| defense | " + " | ".join(SUMMARY_BADNETS) + " |",
+        "| --- |" + " ---: |" * len(SUMMARY_BADNETS),
+    ]
+    for title, defense, metrics in SUMMARY_ROWS:
+        cells = []
+        for badnet in SUMMARY_BADNETS:
+            row = find(defense, badnet)
+            cells.append("" if row is None else " / ".join(_percent(row.get(m)) for m in metrics))
+        shown = " / ".join(METRIC_NAMES[m] for m in metrics)
+        lines.append(f"| {title} ({shown}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _anchor_table():
@@ -114,11 +199,15 @@ def _on_source_read(app, docname, source):
     text = source[0]
     has_results = RESULTS_MARKER.search(text) is not None
     has_anchors = ANCHORS_MARKER.search(text) is not None
-    if not (has_results or has_anchors):
+    has_summary = SUMMARY_MARKER.search(text) is not None
+    if not (has_results or has_anchors or has_summary):
         return
     app.env.benchmark_result_docs = getattr(app.env, "benchmark_result_docs", set()) | {docname}
     docdir = Path(app.env.doc2path(docname)).parent
     text = RESULTS_MARKER.sub(lambda match: _expand_results(match.group("spec"), docdir), text)
+    if has_summary:
+        summary = _summary_table()
+        text = SUMMARY_MARKER.sub(lambda match: summary, text)
     if has_anchors:
         table = _anchor_table()
         text = ANCHORS_MARKER.sub(lambda match: table, text)

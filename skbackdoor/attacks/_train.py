@@ -7,12 +7,12 @@ from sklearn.utils import check_random_state
 
 from .. import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
-import keras  # noqa: E402
+import keras
 
-from .._fine_tuning import fine_tune, plain_recipe  # noqa: E402
-from .._validation import check_positive_int  # noqa: E402
-from ..models import copy_model, load_badnet, model_input_shape, model_n_classes  # noqa: E402
-from ._poison import _as_list, _check_data, _poison_subsets  # noqa: E402
+from .._fine_tuning import fine_tune, plain_recipe
+from .._validation import check_positive_int
+from ..models import copy_model, load_badnet, model_input_shape, model_n_classes
+from ._poison import _as_list, _check_data, _poison_subsets
 
 __all__ = ["small_cnn", "train_badnet"]
 

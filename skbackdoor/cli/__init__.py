@@ -7,7 +7,7 @@ the class in ``0 .. N-1``, or ``N`` when the defense judges the image poisoned;
 ``skbackdoor evaluate`` prints the clean accuracy and attack success rate.
 
 The command is quiet: TensorFlow's log lines are hidden unless ``--verbose`` is given
-(see :func:`skbackdoor._runtime.import_tensorflow_quietly`), and ``--help`` and
+(see :mod:`skbackdoor.cli._quiet`), and ``--help`` and
 ``--version`` answer without importing TensorFlow.
 
 Security: ``--defense`` loads a joblib file, which is as unsafe as ``pickle.load``:
@@ -30,7 +30,7 @@ def main(argv=None):
     """Entry point of the ``skbackdoor`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        from .._runtime import import_tensorflow_quietly
+        from ._quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
     from ._commands import COMMANDS

@@ -104,11 +104,18 @@ def scan(args):
     folder.mkdir(parents=True, exist_ok=True)
     files = {label: _write_trigger(cleanse, label, X, folder) for label in written}
 
-    threshold = cleanse.anomaly_threshold
+    threshold = cleanse.anomaly_threshold_
     if flagged:
         print(f"backdoored: yes, {len(flagged)} label(s) flagged (anomaly index above {threshold:g})")
     else:
-        print(f"backdoored: no label flagged (no anomaly index above {threshold:g} below the median)")
+        # The most suspicious label: the largest index among the norms below the median.
+        below = by_size[: max(1, len(by_size) // 2)]
+        closest = below[np.argmax(np.nan_to_num(cleanse.anomaly_index_[below], nan=-1.0))]
+        print(
+            f"backdoored: no label flagged (threshold: anomaly index above {threshold:g}); the "
+            f"most anomalous small trigger is label {closest}'s, anomaly index "
+            f"{cleanse.anomaly_index_[closest]:.3f}"
+        )
     print(f"{'label':>6}  {'anomaly index':>13}  {'trigger L1 norm':>15}  {'attack success':>14}  flagged")
     for label in list(dict.fromkeys(flagged + by_size[:_SHOWN_LABELS].tolist())):
         print(

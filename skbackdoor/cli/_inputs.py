@@ -28,7 +28,10 @@ _MAGIC = {
 def load_model(args):
     from ..models import load_badnet
 
-    return load_badnet(args.model, architecture=args.architecture, input_scale=args.input_scale)
+    return load_badnet(
+        args.model, architecture=args.architecture, input_scale=args.input_scale,
+        input_offset=args.input_offset,
+    )
 
 
 def load_defense(path):

@@ -57,17 +57,33 @@ FINE_PRUNER_DEFAULTS = _init_defaults("_fine_pruning", "FinePruner")
 NEURAL_CLEANSE_DEFAULTS = _init_defaults("_neural_cleanse", "NeuralCleanse")
 
 
-def scale(text):
-    """``--input-scale``: a number (``0.00392156862745098``) or a fraction (``1/255``)."""
+def _number(text, option):
     try:
-        value = float(Fraction(text.strip()))
+        return float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number or a fraction such as 1/255"
+            f"{text!r} is not a number or a fraction such as 1/255 ({option})"
         ) from None
-    if not value > 0:
+
+
+def _numbers(text, option):
+    """One number, or one per channel separated by commas (``0.017,0.018,0.017``)."""
+    values = [_number(part, option) for part in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+def scale(text):
+    """``--input-scale``: a number (``0.00392156862745098``), a fraction (``1/255``), or
+    one per channel separated by commas."""
+    value = _numbers(text, "--input-scale")
+    if not all(v > 0 for v in (value if isinstance(value, list) else [value])):
         raise argparse.ArgumentTypeError(f"the input scale must be positive, got {text!r}")
     return value
+
+
+def offset(text):
+    """``--input-offset``: a number, or one per channel separated by commas."""
+    return _numbers(text, "--input-offset")
 
 
 def label_list(text):
@@ -92,6 +108,16 @@ def positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def anomaly_threshold(text):
+    """A non-negative z-score, or "auto" (NeuralCleanse's multiple-testing threshold)."""
+    if str(text) == "auto":
+        return "auto"
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or at least 0, got {text}")
     return value
 
 
@@ -121,7 +147,14 @@ def _model_options(*, required):
         "--input-scale", type=scale, metavar="SCALE",
         help="multiply raw pixels by SCALE before the network, for nets trained on scaled "
         "pixels: 1/255 for the CSAW-HackML-2020 nets except lab3 (a number or a fraction). "
-        "Default: raw pixels",
+        "Default: raw pixels. One number per channel, separated by commas, divides "
+        "each channel by its own standard deviation: 1/58.4,1/57.1,1/57.4",
+    )
+    group.add_argument(
+        "--input-offset", type=offset, metavar="OFFSET",
+        help="subtract OFFSET from raw pixels before --input-scale, so the net gets "
+        "(x - OFFSET) * SCALE: a number, or one per channel separated by commas (a "
+        "per-channel mean such as 125.3,123.0,113.9). Default: none",
     )
     return group
 
@@ -156,9 +189,10 @@ def _scan_options(parser, *, title):
         help="clean images per label in each step of the trigger search",
     )
     group.add_argument(
-        "--anomaly-threshold", type=float, metavar="Z", default=nc.get("anomaly_threshold"),
-        help="flag a label whose anomaly index (robust z-score of its trigger's size, "
-        "below the median) exceeds this; 2 is the paper's choice",
+        "--anomaly-threshold", type=anomaly_threshold, metavar="Z", default=nc.get("anomaly_threshold"),
+        help="flag a label whose anomaly index (one-sided robust z-score of the log of its "
+        "trigger's size) exceeds this; 'auto' corrects for the number of labels, 2 is the "
+        "paper's per-label choice",
     )
     group.add_argument(
         "--max-images", type=positive_int, metavar="N",
