@@ -43,7 +43,7 @@ def _fine_pruner(**params):
 
 
 DEFENSES = {
-    "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain"),
+    "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain", learning_rate=1e-3, epochs=10),
     "FinePruner (defaults)": _fine_pruner(),
 }
 
