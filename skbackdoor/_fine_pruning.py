@@ -49,6 +49,17 @@ class FinePruner(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
+    architecture : {"csaw-deepid"} or callable, default=None
+        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
     layer : str, default=None
         Name of the ``Conv2D`` layer to prune. ``None`` takes the last convolution
         that is not the classifier itself
@@ -222,6 +233,10 @@ class FinePruner(BaseRepair):
         self,
         *,
         model=None,
+        architecture=None,
+        input_scale=None,
+        input_offset=None,
+        safe_mode=True,
         layer=None,
         ranking="activation",
         prune_fraction=None,
@@ -240,6 +255,10 @@ class FinePruner(BaseRepair):
         verbose=0,
     ):
         self.model = model
+        self.architecture = architecture
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+        self.safe_mode = safe_mode
         self.layer = layer
         self.ranking = ranking
         self.prune_fraction = prune_fraction

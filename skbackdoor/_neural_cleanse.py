@@ -66,6 +66,17 @@ class NeuralCleanse(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
+    architecture : {"csaw-deepid"} or callable, default=None
+        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
     steps : int, default=300
         Most optimisation steps of the trigger search for every fully optimised label
         (fewer when it converges, see ``n_steps_no_change``).
@@ -339,6 +350,10 @@ class NeuralCleanse(BaseRepair):
         self,
         *,
         model=None,
+        architecture=None,
+        input_scale=None,
+        input_offset=None,
+        safe_mode=True,
         steps=300,
         n_steps_no_change=100,
         tol=0.01,
@@ -362,6 +377,10 @@ class NeuralCleanse(BaseRepair):
         verbose=0,
     ):
         self.model = model
+        self.architecture = architecture
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+        self.safe_mode = safe_mode
         self.steps = steps
         self.n_steps_no_change = n_steps_no_change
         self.tol = tol
