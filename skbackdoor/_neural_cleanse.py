@@ -249,7 +249,10 @@ class NeuralCleanse(BaseRepair):
     ordinary labels' masks were still 5-20 % above their 1,000-step size, which only
     makes them look less suspicious. Labels share each network call through a queue
     of slots balanced over equal waves (no call spent on padding), and a label leaves
-    its slot once it has converged (``n_steps_no_change``). Screening first
+    its slot once it has converged (``n_steps_no_change``). A default ``fit`` of that
+    43-class BadNet with 1,000 clean images took 81 s on 2 shared cores (search,
+    residual search and unlearning; 24 minutes with the former 1,000 padded steps on a
+    similar net). Screening first
     runs a short search for every label (``screening_steps * screening_batch_size`` =
     240 passes each by default) and keeps the ``n_candidates`` smallest triggers, so
     the full search covers at most ``2 * n_candidates`` labels instead of all of them.
