@@ -42,9 +42,19 @@ def _fine_pruner(**params):
     return make
 
 
+def _neural_cleanse(**params):
+    def make(net):
+        from skbackdoor import NeuralCleanse
+
+        return NeuralCleanse(model=net.model, random_state=0, **params)
+
+    return make
+
+
 DEFENSES = {
-    "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain"),
+    "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain", learning_rate=1e-3, epochs=10),
     "FinePruner (defaults)": _fine_pruner(),
+    "NeuralCleanse (defaults)": _neural_cleanse(),
 }
 
 
@@ -77,6 +87,8 @@ def evaluate(net, defense, make):
                cpu_seconds=round(cpu, 1))
     row["goal_met"] = bool(row["asr"] <= GOAL_ASR and row["cca_drop"] <= GOAL_DROP)
     extra = {key: getattr(estimator, key) for key in ("layer_",) if hasattr(estimator, key)}
+    if hasattr(estimator, "flagged_labels_"):
+        extra["flagged"] = [int(label) for label in estimator.flagged_labels_]
     if hasattr(estimator, "pruned_channels_"):
         extra["n_pruned"] = f"{len(estimator.pruned_channels_)}/{estimator.n_channels_}"
     row.update(extra)
@@ -113,14 +125,14 @@ def report(rows, timing, quick, partial):
         "",
         "## Repair",
         "",
-        "| BadNet | half | defense | BadNet CCA / ASR | CCA | drop | ASR | fit (s) | pruned | goal |",
+        "| BadNet | half | defense | BadNet CCA / ASR | CCA | drop | ASR | fit (s) | pruned / flagged | goal |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['badnet']} | {r['half']} | {r['defense']} | {r['badnet_cca']:.1f} / {r['badnet_asr']:.1f} | "
             f"{r['cca']:.1f} | {r['cca_drop']:+.1f} | {r['asr']:.1f} | {r['seconds']:.0f} | "
-            f"{r.get('n_pruned', '')} | {'yes' if r['goal_met'] else 'no'} |"
+            f"{r.get('n_pruned', r.get('flagged', ''))} | {'yes' if r['goal_met'] else 'no'} |"
         )
     if timing:
         lines += ["", "## Fit time on the 43-class GTSRB net, 1,000 clean images", "",

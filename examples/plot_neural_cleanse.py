@@ -53,7 +53,7 @@ print("anomaly index: ", np.round(cleanse.anomaly_index_, 2))
 # The anomaly index of each label
 # -------------------------------
 # Labels whose (log) mask norm is an outlier below the median, with an index above
-# the threshold (2.58 for 10 labels: a 5 % chance of any false flag on a clean net),
+# the threshold (2.33 for 10 labels: a 10 % chance of any false flag on a clean net),
 # are flagged.
 _ = plot_anomaly_index(cleanse.anomaly_index_, threshold=cleanse.anomaly_threshold_, flagged=cleanse.flagged_labels_,
                        title="Neural Cleanse on a digits BadNet (target 0)")

@@ -22,13 +22,14 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._fine_tuning import plain_recipe
 from ._validation import check_classifier_outputs as _check_outputs
 from ._validation import check_images, check_labels, check_pixel_range, pixel_range
 from .models import (
+    ARCHITECTURES,
     load_badnet,
     model_from_bytes,
     model_input_shape,
@@ -37,9 +38,18 @@ from .models import (
     predict_proba_batches,
 )
 
-__all__ = ["BadNetEstimatorMixin", "BaseRepair", "check_classifier_outputs", "progress_bar"]
+__all__ = ["LOADING_CONSTRAINTS", "BadNetEstimatorMixin", "BaseRepair", "check_classifier_outputs", "progress_bar"]
 
 _SERIALISED_MODEL = "__skbackdoor_keras_model__"
+
+# The parameters every estimator passes to :func:`~skbackdoor.models.load_badnet` with its
+# BadNet; ``load_badnet`` checks the scale and offset itself, with messages naming the fix.
+LOADING_CONSTRAINTS = {
+    "architecture": [StrOptions(set(ARCHITECTURES)), callable, None],
+    "input_scale": "no_validation",
+    "input_offset": "no_validation",
+    "safe_mode": ["boolean"],
+}
 
 
 def _is_model_reference(value):
@@ -93,7 +103,8 @@ class BadNetEstimatorMixin:
         source = getattr(self, self._model_param)
         if source is None:
             raise ValueError(f"{type(self).__name__} needs a model: {self._model_param}=None.")
-        return load_badnet(source)
+        options = {name: getattr(self, name) for name in LOADING_CONSTRAINTS if hasattr(self, name)}
+        return load_badnet(source, **options)
 
     def _validate_images(self, X, model, *, reset, name="X"):
         """Check ``X`` against ``model``; record (``reset``) or enforce the pixel range."""
@@ -135,6 +146,7 @@ class BaseRepair(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = {
         "model": "no_validation",
+        **LOADING_CONSTRAINTS,
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],

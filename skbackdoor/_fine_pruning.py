@@ -49,6 +49,17 @@ class FinePruner(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
+    architecture : {"csaw-deepid"} or callable, default=None
+        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
     layer : str, default=None
         Name of the ``Conv2D`` layer to prune. ``None`` takes the last convolution
         that is not the classifier itself
@@ -73,8 +84,9 @@ class FinePruner(BaseRepair):
         and 10%).
     fine_tuning : {"fst", "sgd", "sam", "plain"}, default="fst"
         The fine-tuning recipe (:func:`skbackdoor._fine_tuning.repair_recipe`).
-        ``"plain"``: **the paper's recipe**, Adam at a fixed learning rate (1e-3, 10
-        epochs by default), the only recipe before 0.2. ``"sgd"``: BackdoorBench's
+        ``"plain"``: Adam at a fixed learning rate; **the paper's recipe** is
+        ``fine_tuning="plain", learning_rate=1e-3, epochs=10`` (the defaults before
+        the recipes came). ``"sgd"``: BackdoorBench's
         fine-tuning, SGD with momentum 0.9, a cosine decay of the learning rate to
         zero and ``weight_decay``. ``"fst"``: the same, with the classifier head (the
         last ``Dense`` or convolution) re-initialised, the penalty ``alignment *
@@ -82,11 +94,11 @@ class FinePruner(BaseRepair):
         step (feature shift tuning, Min et al., NeurIPS 2023). ``"sam"``: ``"sgd"``
         with adaptive sharpness-aware steps of radius ``sam_rho`` and label
         smoothing 0.1 (FT-SAM, Zhu et al., ICCV 2023), about twice the cost.
-    learning_rate : float, default=None
-        Initial learning rate; ``None``: 1e-3 for ``"plain"``, 0.01 otherwise.
-    epochs : int, default=None
-        Fine-tuning epochs; ``None``: 10 for ``"plain"``, 20 otherwise. ``0`` gives
-        pruning alone.
+    learning_rate : float, default=0.01
+        Initial learning rate (decayed to zero by a cosine for the SGD recipes; fixed
+        for ``"plain"``, where the paper used 1e-3).
+    epochs : int, default=20
+        Fine-tuning epochs (the paper: 10). ``0`` gives pruning alone.
     batch_size : int, default=64
         Fine-tuning mini-batch size.
     weight_decay : float, default=5e-4
@@ -204,8 +216,6 @@ class FinePruner(BaseRepair):
 
     _parameter_constraints = {
         **BaseRepair._parameter_constraints,
-        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither"), None],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), None],
         "fine_tuning": [StrOptions(set(RECIPES))],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "augmentation": [StrOptions({"shift", "shift+flip"}), None],
@@ -223,13 +233,17 @@ class FinePruner(BaseRepair):
         self,
         *,
         model=None,
+        architecture=None,
+        input_scale=None,
+        input_offset=None,
+        safe_mode=True,
         layer=None,
         ranking="activation",
         prune_fraction=None,
         max_accuracy_drop=0.04,
         fine_tuning="fst",
-        learning_rate=None,
-        epochs=None,
+        learning_rate=0.01,
+        epochs=20,
         batch_size=64,
         weight_decay=5e-4,
         augmentation=None,
@@ -241,6 +255,10 @@ class FinePruner(BaseRepair):
         verbose=0,
     ):
         self.model = model
+        self.architecture = architecture
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+        self.safe_mode = safe_mode
         self.layer = layer
         self.ranking = ranking
         self.prune_fraction = prune_fraction
@@ -287,11 +305,9 @@ class FinePruner(BaseRepair):
         return model
 
     def _fine_tuning_recipe(self, badnet=None, seed=None):
-        """The recipe named by ``fine_tuning``, with the defaults of ``None`` resolved."""
-        plain = self.fine_tuning == "plain"
-        learning_rate = (1e-3 if plain else 0.01) if self.learning_rate is None else self.learning_rate
-        epochs = (10 if plain else 20) if self.epochs is None else self.epochs
-        if plain:
+        """The recipe named by ``fine_tuning``; ``badnet`` is the distillation's teacher."""
+        learning_rate, epochs = self.learning_rate, self.epochs
+        if self.fine_tuning == "plain":
             return plain_recipe(learning_rate=learning_rate, epochs=epochs, batch_size=self.batch_size)
         return repair_recipe(
             self.fine_tuning,

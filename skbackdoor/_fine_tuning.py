@@ -48,7 +48,16 @@ import keras
 
 from .models import ChannelMask, outputs_are_probabilities
 
-__all__ = ["FineTuning", "RECIPES", "Recipe", "classification_loss", "classifier_head", "fine_tune", "plain_recipe", "repair_recipe"]
+__all__ = [
+    "FineTuning",
+    "RECIPES",
+    "Recipe",
+    "classification_loss",
+    "classifier_head",
+    "fine_tune",
+    "plain_recipe",
+    "repair_recipe",
+]
 
 
 @dataclasses.dataclass(frozen=True)

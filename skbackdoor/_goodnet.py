@@ -24,7 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BadNetEstimatorMixin
+from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin
 from ._validation import check_labels
 from .models import DEFAULT_BATCH_SIZE, load_badnet, model_input_shape, model_n_classes, predict_proba_batches
 
@@ -83,9 +83,22 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     badnet : keras.Model or str or path-like
-        The untrusted model B (anything :func:`skbackdoor.models.load_badnet` accepts
-        without extra arguments; call ``load_badnet`` yourself for weights-only files).
-        It is never modified.
+        The untrusted model B: anything :func:`skbackdoor.models.load_badnet` accepts,
+        loaded with ``architecture``, ``input_scale``, ``input_offset`` and
+        ``safe_mode`` below (``repaired`` and ``reference`` Keras models are taken as
+        they are: they must read the same raw pixels as the loaded B). It is never
+        modified.
+    architecture : {"csaw-deepid"} or callable, default=None
+        With ``badnet`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
     repaired : estimator or keras.Model, default=None
         The repaired model B': a :class:`~skbackdoor.FinePruner` (or any classifier
         with ``fit``/``predict``), fitted or not, or a Keras model. An unfitted
@@ -201,6 +214,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     # The parts are checked in fit, with messages that say what each one may be.
     _parameter_constraints = {
         "badnet": "no_validation",
+        **LOADING_CONSTRAINTS,
         "repaired": "no_validation",
         "reference": "no_validation",
         "detector": "no_validation",
@@ -214,6 +228,10 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self,
         *,
         badnet=None,
+        architecture=None,
+        input_scale=None,
+        input_offset=None,
+        safe_mode=True,
         repaired=None,
         reference=None,
         detector=None,
@@ -223,6 +241,10 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         random_state=None,
     ):
         self.badnet = badnet
+        self.architecture = architecture
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+        self.safe_mode = safe_mode
         self.repaired = repaired
         self.reference = reference
         self.detector = detector

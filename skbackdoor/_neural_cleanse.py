@@ -66,6 +66,17 @@ class NeuralCleanse(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
+    architecture : {"csaw-deepid"} or callable, default=None
+        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
     steps : int, default=300
         Most optimisation steps of the trigger search for every fully optimised label
         (fewer when it converges, see ``n_steps_no_change``).
@@ -90,10 +101,10 @@ class NeuralCleanse(BaseRepair):
     anomaly_threshold : float or "auto", default="auto"
         A label is flagged when its anomaly index (a one-sided robust z-score of the
         logarithm of its mask norm, see ``anomaly_index_``) exceeds this value. Every
-        label so flagged is unlearned. ``"auto"``: ``Φ⁻¹(1 - 0.05 / n)`` for ``n``
-        candidate labels (2.58 for 10 labels, 3.05 for 43, 3.95 for 1283), the level
+        label so flagged is unlearned. ``"auto"``: ``Φ⁻¹(1 - 0.1 / n)`` for ``n``
+        candidate labels (2.33 for 10 labels, 2.83 for 43, 3.78 for 1283), the level
         at which a clean net whose log norms are normal has a false flag among all
-        its labels with probability at most 5 % (Bonferroni); the index of the
+        its labels with probability at most 10 % (Bonferroni); the index of the
         smallest of ``n`` ordinary labels grows with ``n``, so a fixed threshold
         flags ordinary labels of nets with many classes. ``2.0`` is the paper's
         per-label threshold. The value used is ``anomaly_threshold_``.
@@ -249,7 +260,10 @@ class NeuralCleanse(BaseRepair):
     ordinary labels' masks were still 5-20 % above their 1,000-step size, which only
     makes them look less suspicious. Labels share each network call through a queue
     of slots balanced over equal waves (no call spent on padding), and a label leaves
-    its slot once it has converged (``n_steps_no_change``). Screening first
+    its slot once it has converged (``n_steps_no_change``). A default ``fit`` of that
+    43-class BadNet with 1,000 clean images took 81 s on 2 shared cores (search,
+    residual search and unlearning; 24 minutes with the former 1,000 padded steps on a
+    similar net). Screening first
     runs a short search for every label (``screening_steps * screening_batch_size`` =
     240 passes each by default) and keeps the ``n_candidates`` smallest triggers, so
     the full search covers at most ``2 * n_candidates`` labels instead of all of them.
@@ -271,11 +285,21 @@ class NeuralCleanse(BaseRepair):
     raw norms. On our Fashion-MNIST benchmark nets (mask norms in
     ``benchmarks/results/neural_cleanse.json``) the raw index of the targets was
     1.6-2.2 (the paper's rule flagged the target of one BadNet of four); on log norms
-    it is 3.4-4.8, every ordinary label of the BadNets scores at most 2.45, and the
-    ``"auto"`` threshold (2.58 for 10 labels) flags every target (both of the
-    multi-target net) and no other label of the four BadNets. A label that is
-    genuinely easy to fake remains indistinguishable by its norm alone: the clean
-    Fashion-MNIST net's "bag" (mask 30 % of the median) scores 3.59 and is flagged.
+    it is 3.4-4.8, and every ordinary label scores at most 2.45 except "bag" (label 8).
+    The family-wise rate 10 % of ``"auto"`` was chosen on the tuning half of the
+    repair benchmark: at 5 % (threshold 3.05 for 43 labels) the two targets of the
+    GTSRB multi-target BadNet (indices 3.01 and 2.96, the next label 1.77) went
+    unflagged. A label that is genuinely easy to fake remains indistinguishable by
+    its norm alone: Fashion-MNIST's "bag" (mask about 30 % of the median) scores
+    2.0-3.6 on BadNets and the clean net alike and is flagged on some of them.
+    On the real CSAW-HackML-2020 nets with the 16 real clean faces of the challenge
+    (labels: the net's predictions), 44 labels scanned at the defaults (the targets
+    and 40 random labels): the sunglasses net's target 0 scores 4.70,
+    the other labels at most 1.94; on the multi-trigger net the lipstick target 1
+    scores 13.3 and the eyebrows target 5 4.70, the other labels at most 2.49, but
+    the sunglasses target 8 only 0.53: its smallest reversed trigger (L1 norm 76) is
+    as large as an ordinary label's (median 82), so no test on mask norms flags it.
+    Against the threshold of all 1283 labels (3.78) the flags are the same.
     ``unlearn_if_clean`` decides what happens when nothing is flagged.
 
     Labels. Triggers are reversed for the labels of the model, not of ``y``: a label
@@ -339,6 +363,10 @@ class NeuralCleanse(BaseRepair):
         self,
         *,
         model=None,
+        architecture=None,
+        input_scale=None,
+        input_offset=None,
+        safe_mode=True,
         steps=300,
         n_steps_no_change=100,
         tol=0.01,
@@ -362,6 +390,10 @@ class NeuralCleanse(BaseRepair):
         verbose=0,
     ):
         self.model = model
+        self.architecture = architecture
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+        self.safe_mode = safe_mode
         self.steps = steps
         self.n_steps_no_change = n_steps_no_change
         self.tol = tol
@@ -581,11 +613,11 @@ class NeuralCleanse(BaseRepair):
 
 
 # Family-wise false-flag rate of anomaly_threshold="auto" on a clean net.
-AUTO_THRESHOLD_FALSE_FLAG_RATE = 0.05
+AUTO_THRESHOLD_FALSE_FLAG_RATE = 0.1
 
 
 def automatic_threshold(n_labels):
-    """``Φ⁻¹(1 - 0.05 / n_labels)``: the anomaly threshold of ``anomaly_threshold="auto"``."""
+    """``Φ⁻¹(1 - 0.1 / n_labels)``: the anomaly threshold of ``anomaly_threshold="auto"``."""
     from scipy.stats import norm
 
     return float(norm.isf(AUTO_THRESHOLD_FALSE_FLAG_RATE / max(int(n_labels), 1)))

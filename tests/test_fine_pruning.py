@@ -30,7 +30,8 @@ def repaired(patch_badnet):
     before = _weights(patch_badnet.model)
     # The paper's recipe at a higher learning rate; the default recipe (FST) is pinned in
     # tests/test_repair_recipes.py.
-    pruner = FinePruner(model=patch_badnet.model, fine_tuning="plain", learning_rate=1e-2, random_state=0)
+    pruner = FinePruner(model=patch_badnet.model, fine_tuning="plain", learning_rate=1e-2, epochs=10,
+                        random_state=0)
     pruner.fit(patch_badnet.X_val, patch_badnet.y_val)
     return pruner, before
 

@@ -72,8 +72,8 @@ def test_anomaly_index_with_no_spread():
 
 
 def test_automatic_threshold_grows_with_the_labels():
-    assert automatic_threshold(10) == pytest.approx(2.576, abs=1e-3)
-    assert automatic_threshold(43) == pytest.approx(3.045, abs=1e-3)
+    assert automatic_threshold(10) == pytest.approx(2.326, abs=1e-3)
+    assert automatic_threshold(43) == pytest.approx(2.830, abs=1e-3)
     assert automatic_threshold(10) < automatic_threshold(43) < automatic_threshold(1283)
 
 

@@ -155,7 +155,8 @@ def test_fine_pruner_is_deterministic_under_random_state(patch_badnet, fine_tuni
 
 
 def test_fine_pruner_plain_is_the_paper_recipe(patch_badnet):
-    pruner = FinePruner(model=patch_badnet.model, fine_tuning="plain", random_state=0)
+    pruner = FinePruner(model=patch_badnet.model, fine_tuning="plain", learning_rate=1e-3, epochs=10,
+                        random_state=0)
     recipe = pruner._fine_tuning_recipe()
     assert (recipe.name, recipe.epochs) == ("plain", 10)
     pruner.fit(patch_badnet.X_val, patch_badnet.y_val)
