@@ -19,6 +19,9 @@ Cross-validation folds only hold clean data, so the scorers that need poisoned i
 (:func:`make_asr_scorer`, :func:`make_far_scorer`) store them. Following scikit-learn's
 "greater is better" convention, the rate scorers return the negated rate, as
 ``neg_log_loss`` does: ``GridSearchCV`` maximises ``-ASR``, i.e. minimises ASR.
+
+The refit rules that read those columns (:func:`best_cca_under_asr`,
+:func:`best_far_under_frr`) live in ``_refit_rules`` and are re-exported here.
 """
 
 import numbers
