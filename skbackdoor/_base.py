@@ -38,7 +38,14 @@ from .models import (
     predict_proba_batches,
 )
 
-__all__ = ["LOADING_CONSTRAINTS", "BadNetEstimatorMixin", "BaseRepair", "check_classifier_outputs", "progress_bar"]
+__all__ = [
+    "LOADING_CONSTRAINTS",
+    "BadNetEstimatorMixin",
+    "BaseRepair",
+    "check_classifier_outputs",
+    "document_loading_parameters",
+    "progress_bar",
+]
 
 _SERIALISED_MODEL = "__skbackdoor_keras_model__"
 
@@ -50,6 +57,38 @@ LOADING_CONSTRAINTS = {
     "input_offset": "no_validation",
     "safe_mode": ["boolean"],
 }
+
+
+# Their documentation, written once like the constraints: every estimator's docstring
+# says ``%(loading_parameters)s`` where it goes (see document_loading_parameters).
+_LOADING_PARAMETERS_DOC = """\
+    architecture : {{"csaw-deepid"}} or callable, default=None
+        With ``{model}`` a weights-only ``.h5`` file: the architecture its weights are
+        loaded into (see :func:`skbackdoor.models.load_badnet`).
+    input_scale : float or sequence of float, default=None
+        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+    input_offset : float or sequence of float, default=None
+        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+    safe_mode : bool, default=True
+        Refuse a file whose loading could run code (a Lambda layer). Applies to files
+        only: an in-memory model is the user's own object.
+"""
+_LOADING_PARAMETERS_MARK = "    %(loading_parameters)s\n"
+
+
+def document_loading_parameters(model="model"):
+    """Class decorator: put the documentation of the :data:`LOADING_CONSTRAINTS`
+    parameters where the class docstring says ``%(loading_parameters)s``; ``model``
+    names the parameter holding the BadNet."""
+
+    def document(cls):
+        if _LOADING_PARAMETERS_MARK not in cls.__doc__:
+            raise ValueError(f"{cls.__name__}'s docstring has no '%(loading_parameters)s' line.")
+        cls.__doc__ = cls.__doc__.replace(_LOADING_PARAMETERS_MARK, _LOADING_PARAMETERS_DOC.format(model=model))
+        return cls
+
+    return document
 
 
 def _is_model_reference(value):

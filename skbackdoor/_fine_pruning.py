@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseRepair, progress_bar
+from ._base import BaseRepair, document_loading_parameters, progress_bar
 from ._fine_tuning import RECIPES, fine_tune, plain_recipe, repair_recipe
 from ._pruning_sweep import _naive_pruning_curve, _PruningSweep  # noqa: F401  (tests and benchmarks import them here)
 from ._validation import check_labels
@@ -30,6 +30,7 @@ from .models import copy_model, default_prune_layer, prune_channels, resolve_con
 __all__ = ["FinePruner"]
 
 
+@document_loading_parameters()
 class FinePruner(BaseRepair):
     """Repair a backdoored Keras classifier by Fine-Pruning (Liu et al., RAID 2018).
 
@@ -49,17 +50,7 @@ class FinePruner(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
-    architecture : {"csaw-deepid"} or callable, default=None
-        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
-        loaded into (see :func:`skbackdoor.models.load_badnet`).
-    input_scale : float or sequence of float, default=None
-        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
-        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
-    input_offset : float or sequence of float, default=None
-        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
-    safe_mode : bool, default=True
-        Refuse a file whose loading could run code (a Lambda layer). Applies to files
-        only: an in-memory model is the user's own object.
+    %(loading_parameters)s
     layer : str, default=None
         Name of the ``Conv2D`` layer to prune. ``None`` takes the last convolution
         that is not the classifier itself

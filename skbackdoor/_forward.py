@@ -16,7 +16,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 
 import keras  # noqa: E402
 
-from ._graph import producer, split_at  # noqa: E402
+from ._graph import IDENTITY_AT_INFERENCE, producer, split_at  # noqa: E402
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -129,19 +129,7 @@ def _empty(model, layer):
 
 # Layers that pass their input's values through at inference, looked through when
 # finding the activation that produced a model's output.
-_PASS_THROUGH = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-)
+_PASS_THROUGH = (*IDENTITY_AT_INFERENCE, keras.layers.Flatten, keras.layers.Reshape)
 _PROBABILITY_VERDICTS = weakref.WeakKeyDictionary()
 
 

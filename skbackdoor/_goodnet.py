@@ -24,7 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin
+from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin, document_loading_parameters
 from ._validation import check_labels
 from .models import DEFAULT_BATCH_SIZE, load_badnet, model_input_shape, model_n_classes, predict_proba_batches
 
@@ -61,6 +61,7 @@ def _needs_fitting(part):
     return hasattr(part, "fit") and not _is_fitted(part)
 
 
+@document_loading_parameters(model="badnet")
 class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Classifier with N+1 labels: the true class for clean inputs, N for poisoned ones.
 
@@ -88,17 +89,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``safe_mode`` below (``repaired`` and ``reference`` Keras models are taken as
         they are: they must read the same raw pixels as the loaded B). It is never
         modified.
-    architecture : {"csaw-deepid"} or callable, default=None
-        With ``badnet`` a weights-only ``.h5`` file: the architecture its weights are
-        loaded into (see :func:`skbackdoor.models.load_badnet`).
-    input_scale : float or sequence of float, default=None
-        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
-        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
-    input_offset : float or sequence of float, default=None
-        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
-    safe_mode : bool, default=True
-        Refuse a file whose loading could run code (a Lambda layer). Applies to files
-        only: an in-memory model is the user's own object.
+    %(loading_parameters)s
     repaired : estimator or keras.Model, default=None
         The repaired model B': a :class:`~skbackdoor.FinePruner` (or any classifier
         with ``fit``/``predict``), fitted or not, or a Keras model. An unfitted

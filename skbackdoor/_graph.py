@@ -12,6 +12,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras  # noqa: E402
 
 __all__ = [
+    "IDENTITY_AT_INFERENCE",
     "conv_layer_names",
     "default_prune_layer",
     "layer_output_in_graph",
@@ -25,6 +26,20 @@ __all__ = [
     "walk_graph",
     "walk_layers",
 ]
+
+
+# Layers that pass their input through unchanged at inference (dropout, noise, ...).
+IDENTITY_AT_INFERENCE = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
 
 
 # --------------------------------------------------------------------------- walking

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseRepair
+from ._base import BaseRepair, document_loading_parameters
 from ._fine_tuning import FineTuning
 from ._trigger_search import COST_PATIENCE, PIXELS_PER_STEP, _TriggerSearch, attack_success
 from ._universal_perturbation import _UniversalPerturbation
@@ -46,6 +46,7 @@ UNIVERSAL_PERTURBATION_STEPS = 50
 AUTO_SCREENING_MIN_LABELS = 64
 
 
+@document_loading_parameters()
 class NeuralCleanse(BaseRepair):
     """Detect and repair a backdoored Keras classifier with Neural Cleanse (Wang et al., 2019).
 
@@ -66,17 +67,7 @@ class NeuralCleanse(BaseRepair):
         The (possibly backdoored) classifier, taking images ``(n, H, W, C)`` and
         returning class probabilities or logits. See
         :func:`skbackdoor.models.load_badnet` for the accepted forms.
-    architecture : {"csaw-deepid"} or callable, default=None
-        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
-        loaded into (see :func:`skbackdoor.models.load_badnet`).
-    input_scale : float or sequence of float, default=None
-        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
-        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
-    input_offset : float or sequence of float, default=None
-        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
-    safe_mode : bool, default=True
-        Refuse a file whose loading could run code (a Lambda layer). Applies to files
-        only: an in-memory model is the user's own object.
+    %(loading_parameters)s
     steps : int, default=300
         Most optimisation steps of the trigger search for every fully optimised label
         (fewer when it converges, see ``n_steps_no_change``).

@@ -6,8 +6,8 @@ channel.
 
 Layout
 ------
-- Graph walking (private Keras API: ``_keras_history``, ``_inbound_nodes``):
-  :func:`_consumers` maps each tensor to the layers that read it;
+- Graph reading: :func:`~skbackdoor._graph.tensor_consumers` (the one graph walk)
+  maps each tensor to the layers that read it;
   :func:`_keeps_channels_apart` says whether a layer commutes with a channel mask;
   :func:`_find_linear_readers` follows such layers to the ``Dense``/``Conv2D``
   layers that read the pruned channels (the "frontier").
@@ -37,6 +37,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras
 
 from ._base import progress_bar
+from ._graph import IDENTITY_AT_INFERENCE, tensor_consumers
 from .models import (
     DEFAULT_BATCH_SIZE,
     copy_model,
@@ -50,17 +51,6 @@ from .models import (
 __all__ = ["_PruningSweep", "_SweepCache", "_naive_pruning_curve"]
 
 
-_DEAD_AT_INFERENCE = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-)
 _SPATIAL = (
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
@@ -91,7 +81,7 @@ def _keeps_channels_apart(layer, tensor, n_channels):
     ``n_channels``, channel ``i % n_channels`` at index ``i``).
     """
     rank, last = len(tensor.shape), tensor.shape[-1]
-    if isinstance(layer, _DEAD_AT_INFERENCE):
+    if isinstance(layer, IDENTITY_AT_INFERENCE):
         return True
     if isinstance(layer, keras.layers.Flatten):
         return rank == 2 or (_channels_last(layer) and last == n_channels)
@@ -105,25 +95,6 @@ def _keeps_channels_apart(layer, tensor, n_channels):
         probe = np.zeros((1,) + tuple(1 if s is None else s for s in tensor.shape[1:]), "float32")
         return bool(np.all(np.asarray(layer(probe)) == 0))
     return False
-
-
-def _consumers(model):
-    """Map ``id(tensor)`` to the graph nodes of ``model`` that read it."""
-    consumers, seen = {}, set()
-    stack = list(model.outputs)
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        node = operation._inbound_nodes[node_index]
-        for source in node.input_tensors:
-            users = consumers.setdefault(id(source), [])
-            if all(user is not node for user in users):
-                users.append(node)
-            stack.append(source)
-    return consumers
 
 
 class _Frontier:
@@ -244,7 +215,7 @@ class _PruningSweep:
         head, _ = split_at(model, conv.name)
         conv_output = head.outputs[0]
         self.positions_per_image = int(np.prod(conv_output.shape[1:-1]))
-        consumers = _consumers(model)
+        consumers = tensor_consumers(model)
         output_ids = {id(t) for t in model.outputs}
 
         self.frontier, rest = None, None

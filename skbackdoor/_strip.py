@@ -24,7 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin, progress_bar
+from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin, document_loading_parameters, progress_bar
 from ._validation import check_classifier_outputs, check_images, check_pixel_range, pixel_range
 from .models import iter_batches, model_input_shape, model_n_classes, predict_proba_batches
 
@@ -46,6 +46,7 @@ _SEQUENTIAL_TOLERANCE = 0.25
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
+@document_loading_parameters()
 class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     """Flag inputs that carry a backdoor trigger with STRIP (Gao et al., 2019).
 
@@ -67,17 +68,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
         The (possibly backdoored) classifier, taking the same pixel values as ``X``
         (see :func:`skbackdoor.models.load_badnet`), with one output of at least 2
         class scores. It is never modified.
-    architecture : {"csaw-deepid"} or callable, default=None
-        With ``model`` a weights-only ``.h5`` file: the architecture its weights are
-        loaded into (see :func:`skbackdoor.models.load_badnet`).
-    input_scale : float or sequence of float, default=None
-        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
-        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
-    input_offset : float or sequence of float, default=None
-        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
-    safe_mode : bool, default=True
-        Refuse a file whose loading could run code (a Lambda layer). Applies to files
-        only: an in-memory model is the user's own object.
+    %(loading_parameters)s
     n_overlays : int, default=10
         Clean images blended with each input (the paper uses up to 100; more overlays
         separate better and cost proportionally more); with ``sequential=True`` the

@@ -174,15 +174,12 @@ def surrogate_backdoor_scoring(
     >>> sorted(scoring)
     ['asr', 'cca']
     """
-    from .metrics import make_asr_scorer, make_cca_scorer
+    from .metrics import backdoor_scoring
 
     X_surrogate, y_target = surrogate_poisoned_inputs(
         badnet, X_clean, y_clean, n_targets=n_targets, steps=steps, random_state=random_state
     )
-    return {
-        "cca": make_cca_scorer(poisoned_label=poisoned_label),
-        "asr": make_asr_scorer(X_surrogate, y_target),
-    }
+    return backdoor_scoring(X_surrogate, y_target, poisoned_label=poisoned_label)
 
 
 @validate_params(
@@ -241,12 +238,9 @@ def surrogate_detection_scoring(
     >>> sorted(scoring)
     ['far', 'frr']
     """
-    from .metrics import make_far_scorer, make_frr_scorer
+    from .metrics import detection_scoring
 
     X_surrogate, _ = surrogate_poisoned_inputs(
         badnet, X_clean, y_clean, n_targets=n_targets, steps=steps, random_state=random_state
     )
-    return {
-        "frr": make_frr_scorer(poisoned_label=poisoned_label),
-        "far": make_far_scorer(X_surrogate, poisoned_label=poisoned_label),
-    }
+    return detection_scoring(X_surrogate, poisoned_label=poisoned_label)

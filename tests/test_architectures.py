@@ -193,3 +193,41 @@ def test_every_architecture_loads_runs_cuts_and_prunes(name, data):
     for weight_after, weight_before in zip(after[1], before[1]):
         np.testing.assert_array_equal(weight_after, weight_before)
     assert after[2] == before[2]
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_estimator_fits_and_predicts_on_every_architecture(name, data):
+    """The four estimators on each architecture, loading it themselves; the compiled
+    pruning sweep of FinePruner equals the naive one; the trainer's model is untouched."""
+    from skbackdoor import FinePruner, GoodNetClassifier, NeuralCleanse, STRIPDetector
+    from skbackdoor._pruning_sweep import _naive_pruning_curve, _PruningSweep
+
+    model = trained(name, data)
+    before = snapshot(model)
+    X_fit, y_fit, X, y = data
+    X_fit, y_fit = X_fit[:300], y_fit[:300]
+    loading = dict(input_scale=1 / 16)
+
+    pruner = FinePruner(model=model, fine_tuning="plain", epochs=1, prune_fraction=0.25,
+                        random_state=0, **loading).fit(X_fit, y_fit)
+    assert pruner.layer_ == ARCHITECTURES[name][1]
+    assert pruner.predict(X).shape == (len(X),) and np.mean(pruner.predict(X) == y) > 0.2
+    cleanse = NeuralCleanse(model=model, steps=20, epochs=1, random_state=0, **loading).fit(X_fit, y_fit)
+    assert cleanse.predict_proba(X).shape == (len(X), 10)
+    detector = STRIPDetector(model=model, n_overlays=3, frr=0.05, random_state=0, **loading).fit(X_fit)
+    assert set(np.unique(detector.predict(X))) <= {-1, 1}
+    goodnet = GoodNetClassifier(badnet=model, repaired=pruner, detector=detector, **loading).fit(X_fit, y_fit)
+    assert set(np.unique(goodnet.predict(X))) <= set(range(11))
+
+    badnet = load_badnet(model, **loading)
+    layer = pruner.layer_
+    sweep = _PruningSweep(badnet, layer)
+    cache, sums = sweep.cache(X)
+    order = np.argsort(sums)
+    np.testing.assert_allclose(sweep.accuracy_curve(cache, y, order), _naive_pruning_curve(badnet, layer, X, y, order),
+                               atol=1.5 / len(y))  # a tie in the argmax may flip one image
+
+    after = snapshot(model)
+    assert after[0] == before[0] and after[2] == before[2]
+    for weight_after, weight_before in zip(after[1], before[1]):
+        np.testing.assert_array_equal(weight_after, weight_before)

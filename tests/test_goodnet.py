@@ -24,8 +24,9 @@ def _weights(model):
 
 @pytest.fixture(scope="module")
 def pruner(patch_badnet):
-    """A fine-pruned B' fitted once for the module."""
-    return FinePruner(model=patch_badnet.model, prune_fraction=0.5, epochs=3, random_state=0).fit(
+    """A fine-pruned B' fitted once for the module (the paper's plain recipe: GoodNet's
+    mechanics, not the repair, are tested here)."""
+    return FinePruner(model=patch_badnet.model, prune_fraction=0.5, fine_tuning="plain", learning_rate=1e-3, epochs=3, random_state=0).fit(
         patch_badnet.X_val, patch_badnet.y_val
     )
 
@@ -131,7 +132,7 @@ def test_errors(patch_badnet, pruner, clean_net):
 
 def test_clone_keeps_the_badnet_by_reference_and_nested_params_are_reachable(patch_badnet):
     goodnet = GoodNetClassifier(
-        badnet=patch_badnet.model, repaired=FinePruner(epochs=1), detector=STRIPDetector()
+        badnet=patch_badnet.model, repaired=FinePruner(fine_tuning="plain", learning_rate=1e-3, epochs=1), detector=STRIPDetector()
     )
     copy = clone(goodnet)
     assert copy.badnet is patch_badnet.model
@@ -155,7 +156,7 @@ def test_pipeline_with_a_preprocessing_step(patch_badnet, pruner):
 def _search(patch_badnet, n_jobs):
     goodnet = GoodNetClassifier(
         badnet=patch_badnet.model,
-        repaired=FinePruner(epochs=1, random_state=0),
+        repaired=FinePruner(fine_tuning="plain", learning_rate=1e-3, epochs=1, random_state=0),
         detector=STRIPDetector(n_overlays=5, random_state=0),
         random_state=0,  # the calibration images: the same in every worker
     )

@@ -17,7 +17,7 @@ from skbackdoor.models import predict_proba_batches
 @pytest.fixture(scope="module")
 def pruner(patch_badnet):
     """A partly repaired B': the backdoor survives on part of the poisoned inputs."""
-    return FinePruner(model=patch_badnet.model, prune_fraction=0.5, epochs=3, random_state=0).fit(
+    return FinePruner(model=patch_badnet.model, prune_fraction=0.5, fine_tuning="plain", learning_rate=1e-3, epochs=3, random_state=0).fit(
         patch_badnet.X_val, patch_badnet.y_val
     )
 

@@ -77,7 +77,7 @@ def test_surrogate_scoring_tunes_a_repair_like_the_true_scorer_would(patch_badne
     )
     assert sorted(scoring) == ["asr", "cca"]
     search = GridSearchCV(
-        FinePruner(model=patch_badnet.model, epochs=4, batch_size=32, random_state=0),
+        FinePruner(model=patch_badnet.model, fine_tuning="plain", epochs=4, batch_size=32, random_state=0),
         {"learning_rate": [1e-4, 1e-2], "prune_fraction": [0.5]},
         scoring=scoring, refit=best_cca_under_asr(0.3), cv=2,
     ).fit(patch_badnet.X_val, patch_badnet.y_val)

@@ -159,6 +159,15 @@ def _model_options(*, required):
     return group
 
 
+def _add_clean_data_option(parser, *, what):
+    """``--clean``: a CSAW .h5 file or a folder of images, as ``scan`` and ``repair`` read it."""
+    parser.add_argument(
+        "--clean", required=True, metavar="PATH",
+        help=f"{what}: a CSAW .h5 file (images and true labels) or a folder of PNG/JPEG "
+        "files (then the model's own predictions serve as labels)",
+    )
+
+
 def _scan_options(parser, *, title):
     nc = NEURAL_CLEANSE_DEFAULTS
     group = parser.add_argument_group(title)
@@ -226,11 +235,7 @@ def build_parser():
         "  skbackdoor scan --model sunglasses_bd_weights.h5 --architecture csaw-deepid \\\n"
         "      --input-scale 1/255 --clean clean_validation_data.h5 --output-dir scan/",
     )
-    scan.add_argument(
-        "--clean", required=True, metavar="PATH",
-        help="clean images: a CSAW .h5 file (images and true labels) or a folder of "
-        "PNG/JPEG files (then the model's own predictions serve as labels)",
-    )
+    _add_clean_data_option(scan, what="clean images")
     scan.add_argument(
         "--output-dir", default="skbackdoor-scan", metavar="DIR",
         help="folder for report.json and the trigger PNG files (created if needed)",
@@ -251,11 +256,7 @@ def build_parser():
         "      --input-scale 1/255 --clean clean_validation_data.h5 --layer conv_3 \\\n"
         "      --output goodnet.joblib",
     )
-    repair.add_argument(
-        "--clean", required=True, metavar="PATH",
-        help="clean validation data: a CSAW .h5 file (images and true labels) or a folder "
-        "of PNG/JPEG files (then the model's own predictions serve as labels)",
-    )
+    _add_clean_data_option(repair, what="clean validation data")
     repair.add_argument("--output", required=True, metavar="FILE", help="where to write the fitted GoodNetClassifier (.joblib)")
     repair.add_argument("--save-model", metavar="FILE", help="also save the repaired network B' as a .keras file")
     repair.add_argument(
