@@ -336,10 +336,20 @@ def test_help_defaults_are_the_estimators_defaults():
     for estimator, read in ((FinePruner(), FINE_PRUNER_DEFAULTS), (NeuralCleanse(), NEURAL_CLEANSE_DEFAULTS)):
         params = estimator.get_params()
         used = {"epochs", "learning_rate"} | (
-            {"prune_fraction", "max_accuracy_drop"} if isinstance(estimator, FinePruner)
+            {"prune_fraction", "max_accuracy_drop", "fine_tuning"} if isinstance(estimator, FinePruner)
             else {"steps", "n_candidates", "screening_steps", "batch_size", "anomaly_threshold"}
         )
         assert {name: read[name] for name in used} == {name: params[name] for name in used}
+
+
+def test_repair_chooses_the_fine_tuning_recipe():
+    from skbackdoor.cli._parser import build_parser
+
+    common = ["repair", "--model", "m.keras", "--clean", "c.h5", "--output", "g.joblib"]
+    assert build_parser().parse_args(common).fine_tuning == "fst"
+    assert build_parser().parse_args([*common, "--fine-tuning", "plain"]).fine_tuning == "plain"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*common, "--fine-tuning", "adam"])
 
 
 def _command(*argv):

@@ -185,7 +185,8 @@ def repair(args):
     if args.defense == "fine-pruning":
         repaired = FinePruner(
             model=model, layer=args.layer, prune_fraction=args.prune_fraction,
-            max_accuracy_drop=args.max_accuracy_drop, random_state=args.random_state,
+            max_accuracy_drop=args.max_accuracy_drop, fine_tuning=args.fine_tuning,
+            random_state=args.random_state,
             verbose=int(args.verbose), **tuning,
         )
     else:

@@ -271,15 +271,23 @@ def build_parser():
     )
     repair.add_argument(
         "--learning-rate", type=float, metavar="RATE",
-        help=f"Adam learning rate of the fine-tuning. Default: the defense's own "
+        help=f"learning rate of the fine-tuning (SGD for fine-pruning's fst/sgd/sam "
+        f"recipes, Adam for plain and for neural-cleanse's unlearning). Default: the defense's own "
         f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
     )
     repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning, of the trigger search and of the images held out to calibrate the GoodNet")
     pruning = repair.add_argument_group("fine-pruning")
     pruning.add_argument(
         "--layer", metavar="NAME",
-        help="convolution to prune (CSAW-HackML reports prune conv_3). Default: the last "
-        "convolution that can be split off",
+        help="convolution to prune. Default: the last convolution that can be split off "
+        "and whose channels are not the class scores (conv_3 on the CSAW DeepID net, as in "
+        "the paper and the CSAW-HackML reports)",
+    )
+    pruning.add_argument(
+        "--fine-tuning", choices=("fst", "sgd", "sam", "plain"), default=fp.get("fine_tuning"),
+        help="fine-tuning recipe after pruning: fst (head re-initialised, alignment penalty), "
+        "sgd, sam (sharpness-aware), or plain (the paper's: Adam; pass --learning-rate 0.001 "
+        "--epochs 10 for its settings)",
     )
     pruning.add_argument(
         "--prune-fraction", type=float, metavar="FRACTION", default=fp.get("prune_fraction"),
