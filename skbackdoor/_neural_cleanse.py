@@ -111,8 +111,13 @@ class NeuralCleanse(BaseRepair):
         MAD of a typical label, get the full ``steps``. ``"auto"`` screens when there are more than 64 candidate
         labels, ``True`` always (when there are more than ``n_candidates`` labels),
         ``False`` never. See Notes for the trade-off.
-    n_candidates : int, default=10
-        Labels kept by the screening stage (and size of the random reference sample).
+    n_candidates : int, default=30
+        Labels kept by the screening stage (and size of the random reference sample
+        whose log norms give the median and MAD of the anomaly index). With 10, the
+        MAD of the real CSAW sunglasses net's scan (16 real clean faces) came from 10
+        labels and the target scored 3.36, under the 1,283-label threshold of 3.78;
+        with 30 it scored 5.05 and was the only label flagged, in the same wall time
+        (the screening of all labels dominates).
     screening_steps : int, default=30
         Optimisation steps of the screening stage.
     screening_batch_size : int, default=8
@@ -366,7 +371,7 @@ class NeuralCleanse(BaseRepair):
         anomaly_threshold="auto",
         labels=None,
         screening="auto",
-        n_candidates=10,
+        n_candidates=30,
         screening_steps=30,
         screening_batch_size=8,
         unlearning_fraction=0.2,
