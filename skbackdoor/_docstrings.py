@@ -1,0 +1,38 @@
+"""Docstring fragments: text that several docstrings share, written once.
+
+A docstring marks where a fragment goes with a line holding only ``%(name)s``, and
+:func:`fill_doc` puts the fragment there, indented like the mark. The fragments live
+next to what they document (the loading parameters in :mod:`skbackdoor._base`, the
+drawing parameters in :mod:`skbackdoor.plotting`, ...), like the parameter
+constraints. Only whole marked lines are replaced: any other ``%`` of a docstring is
+left alone. This module imports nothing heavy (:mod:`skbackdoor.plotting` uses it).
+"""
+
+import re
+import textwrap
+
+__all__ = ["fill_doc"]
+
+_MARK = re.compile(r"^(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*$", re.MULTILINE)
+
+
+def fill_doc(**fragments):
+    """Decorator: replace each ``%(name)s`` line of a docstring by ``fragments[name]``.
+
+    A fragment is written without its indentation (``textwrap.dedent`` removes any)
+    and takes the mark's. One decorator can offer more fragments than a docstring
+    uses (a module's shared set), but a mark with no fragment is an error, so that a
+    misspelt mark fails at import rather than reaching the documentation.
+    """
+
+    def fill(documented):
+        def replace(match):
+            name = match["name"]
+            if name not in fragments:
+                raise ValueError(f"The docstring of {documented.__qualname__} marks an unknown fragment {match[0].strip()!r}.")
+            return textwrap.indent(textwrap.dedent(fragments[name]).strip("\n"), match["indent"])
+
+        documented.__doc__ = _MARK.sub(replace, documented.__doc__ or "")
+        return documented
+
+    return fill
