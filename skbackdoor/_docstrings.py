@@ -11,7 +11,7 @@ left alone. This module imports nothing heavy (:mod:`skbackdoor.plotting` uses i
 import re
 import textwrap
 
-__all__ = ["fill_doc"]
+__all__ = ["SCORER_FRAGMENTS", "fill_doc"]
 
 _MARK = re.compile(r"^(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*$", re.MULTILINE)
 
@@ -36,3 +36,22 @@ def fill_doc(**fragments):
         return documented
 
     return fill
+
+
+# The parameters that skbackdoor.metrics and its clean-data-only scorers
+# (skbackdoor._surrogate, which metrics imports) document alike.
+SCORER_FRAGMENTS = {
+    "X_poisoned": """\
+X_poisoned : array-like of shape (n_poisoned, height, width, channels)
+    Inputs carrying the trigger.
+""",
+    "detector_poisoned_label": """\
+poisoned_label : int, default=-1
+    ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+""",
+    "returns_scoring": """\
+Returns
+-------
+scoring : dict of str to callable
+""",
+}
