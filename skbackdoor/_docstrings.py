@@ -8,6 +8,7 @@ constraints. Only whole marked lines are replaced: any other ``%`` of a docstrin
 left alone. This module imports nothing heavy (:mod:`skbackdoor.plotting` uses it).
 """
 
+import inspect
 import re
 import textwrap
 
@@ -20,19 +21,29 @@ def fill_doc(**fragments):
     """Decorator: replace each ``%(name)s`` line of a docstring by ``fragments[name]``.
 
     A fragment is written without its indentation (``textwrap.dedent`` removes any)
-    and takes the mark's. One decorator can offer more fragments than a docstring
-    uses (a module's shared set), but a mark with no fragment is an error, so that a
+    and takes the mark's. On a class, the docstrings of the methods defined in its
+    body are filled too. One decorator can offer more fragments than a docstring uses
+    (a module's shared set), but a mark with no fragment is an error, so that a
     misspelt mark fails at import rather than reaching the documentation.
     """
 
-    def fill(documented):
+    def fill_one(documented):
         def replace(match):
             name = match["name"]
             if name not in fragments:
                 raise ValueError(f"The docstring of {documented.__qualname__} marks an unknown fragment {match[0].strip()!r}.")
             return textwrap.indent(textwrap.dedent(fragments[name]).strip("\n"), match["indent"])
 
-        documented.__doc__ = _MARK.sub(replace, documented.__doc__ or "")
+        if documented.__doc__:
+            documented.__doc__ = _MARK.sub(replace, documented.__doc__)
+
+    def fill(documented):
+        fill_one(documented)
+        if isinstance(documented, type):
+            for member in vars(documented).values():
+                function = getattr(member, "__func__", member)  # classmethod, staticmethod
+                if inspect.isfunction(function):
+                    fill_one(function)
         return documented
 
     return fill
