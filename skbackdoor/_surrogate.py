@@ -31,7 +31,7 @@ _COMMON_CONSTRAINTS = {
 
 
 # Docstring fragments: the parameters of the trigger search that the scorers document
-# alike, and the opening of every example (a digits BadNet, and the function named).
+# alike, and the opening of every example (a digits BadNet, the function imported).
 _FRAGMENTS = {
     **SCORER_FRAGMENTS,
     "targets_and_steps": """\
@@ -46,6 +46,8 @@ random_state : int, RandomState instance or None, default=None
 """,
 }
 _DIGITS_BADNET = """\
+Examples
+--------
 >>> import numpy as np
 >>> from sklearn.datasets import load_digits
 >>> from skbackdoor.attacks import PatchTrigger, train_badnet
@@ -107,8 +109,6 @@ def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=50
     y_target : ndarray of shape (n_surrogate,)
         The suspected target label of each.
 
-    Examples
-    --------
     %(digits_badnet)s
     >>> X_surrogate, y_target = surrogate_poisoned_inputs(
     ...     badnet, X[1000:1400], y[1000:1400], steps=200, random_state=0)
@@ -193,8 +193,6 @@ def surrogate_backdoor_scoring(
       natural "easy" label instead of the backdoor.
     - Several targets (multi-target, all-to-all): raise ``n_targets``.
 
-    Examples
-    --------
     %(digits_badnet)s
     %(scoring_example)s
     ['asr', 'cca']
@@ -242,8 +240,6 @@ def surrogate_detection_scoring(
 
     %(returns_scoring)s
 
-    Examples
-    --------
     %(digits_badnet)s
     %(scoring_example)s
     ['far', 'frr']
