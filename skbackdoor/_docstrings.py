@@ -31,7 +31,9 @@ def fill_doc(**fragments):
         def replace(match):
             name = match["name"]
             if name not in fragments:
-                raise ValueError(f"The docstring of {documented.__qualname__} marks an unknown fragment {match[0].strip()!r}.")
+                raise ValueError(
+                    f"The docstring of {documented.__qualname__} marks an unknown fragment {match[0].strip()!r}."
+                )
             return textwrap.indent(textwrap.dedent(fragments[name]).strip("\n"), match["indent"])
 
         if documented.__doc__:
