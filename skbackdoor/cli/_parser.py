@@ -288,6 +288,10 @@ def build_parser():
          {"type": float, "metavar": "FRACTION", "default": fp.get("prune_fraction")}),
         ("--max-accuracy-drop", "prune while the clean accuracy stays within this drop of the BadNet's",
          {"type": float, "metavar": "DROP", "default": fp.get("max_accuracy_drop")}),
+        ("--max-fine-tuning-drop", "check fst/sam first on 20 %% of --clean held out: when a copy loses "
+         "more than this clean accuracy there, fine-tune with sgd instead (the head kept); 1 turns the "
+         "check off",
+         {"type": float, "metavar": "DROP", "default": fp.get("max_fine_tuning_drop")}),
     ])
     _scan_options(repair, title="neural-cleanse (the trigger search before unlearning)")
 
