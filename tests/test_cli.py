@@ -199,7 +199,7 @@ def test_scan_of_a_folder_uses_the_models_labels_and_checks_options(patch_badnet
     assert "not a list of labels" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("max_drop, used", [("0", "sgd"), ("1", "fst")])
+@pytest.mark.parametrize("max_drop, used", [("0", "sgd"), ("1", "fst"), ("none", "fst")])
 def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files, tmp_path, capsys, max_drop, used):
     folder, model_path = tiny_files
     clean = tmp_path / "clean.h5"
@@ -214,8 +214,12 @@ def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files
         )
     assert status == 0, err
     repaired = joblib.load(output).repaired_
-    assert repaired.max_fine_tuning_drop == float(max_drop) and repaired.fine_tuning_ == used
+    assert repaired.fine_tuning_ == used
     check = repaired.fine_tuning_check_
+    if max_drop == "none":
+        assert repaired.max_fine_tuning_drop is None and check is None and "fine-tuning check" not in out
+        return
+    assert repaired.max_fine_tuning_drop == float(max_drop)
     assert f"fine-tuning check: fst lost {100 * check['drop']:.1f} points" in out
     assert ("used sgd instead" in out) == (used == "sgd")
 

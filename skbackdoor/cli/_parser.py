@@ -121,6 +121,16 @@ def anomaly_threshold(text):
     return value
 
 
+def drop_or_none(text):
+    """An accuracy drop in [0, 1], or "none" (FinePruner's fine-tuning check off)."""
+    if str(text).lower() == "none":
+        return None
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be 'none' or a drop between 0 and 1, got {text}")
+    return value
+
+
 def _common_options():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -289,9 +299,9 @@ def build_parser():
         ("--max-accuracy-drop", "prune while the clean accuracy stays within this drop of the BadNet's",
          {"type": float, "metavar": "DROP", "default": fp.get("max_accuracy_drop")}),
         ("--max-fine-tuning-drop", "check fst/sam first on 20 %% of --clean held out: when a copy loses "
-         "more than this clean accuracy there, fine-tune with sgd instead (the head kept); 1 turns the "
-         "check off",
-         {"type": float, "metavar": "DROP", "default": fp.get("max_fine_tuning_drop")}),
+         "more than this clean accuracy there, fine-tune with sgd instead (the head kept); 'none' "
+         "turns the check off",
+         {"type": drop_or_none, "metavar": "DROP", "default": fp.get("max_fine_tuning_drop")}),
     ])
     _scan_options(repair, title="neural-cleanse (the trigger search before unlearning)")
 
