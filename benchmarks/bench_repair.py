@@ -54,6 +54,7 @@ def _neural_cleanse(**params):
 DEFENSES = {
     "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain", learning_rate=1e-3, epochs=10),
     "FinePruner (defaults)": _fine_pruner(),
+    "FinePruner (FST without its check)": _fine_pruner(max_fine_tuning_drop=None),
     "NeuralCleanse (defaults)": _neural_cleanse(),
 }
 
