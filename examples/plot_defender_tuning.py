@@ -74,8 +74,10 @@ print(f"suspected target: {y_surrogate[0]}; the BadNet answers it on {surrogate_
 # ``N`` (here 10) is the label the GoodNet answers for inputs it judges poisoned; it
 # holds out 20 % of each training fold to set its false-rejection budget (``frr=0.01``).
 scoring = surrogate_backdoor_scoring(badnet, X_clean, y_clean, steps=300, random_state=0)
+# The scorers measure CCA and (surrogate) ASR, so FinePruner's own clean-accuracy check is off.
 goodnet = GoodNetClassifier(
-    badnet=badnet, repaired=FinePruner(epochs=4, batch_size=32, random_state=0), random_state=0
+    badnet=badnet, repaired=FinePruner(epochs=4, batch_size=32, max_fine_tuning_drop=None, random_state=0),
+    random_state=0,
 )
 search = GridSearchCV(
     goodnet,
