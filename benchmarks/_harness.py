@@ -231,15 +231,16 @@ def load_csaw():
 def load_csaw_faces(kinds=("clean", "clean_hackml2019")):
     """The real CSAW-HackML face images of ``kinds`` (float32, 0-255; None when absent).
 
-    The default kinds are the 16 real clean faces (13 of 2020, 3 of 2019); the other kinds
-    are listed in ``../shared/data/README.md``.
+    The default kinds are the 16 real clean faces (13 of 2020, 3 of 2019); ``None``: all
+    73 faces, clean and triggered (the kinds are listed in ``../shared/data/README.md``).
     """
     if not CSAW_FACES.exists():
         return None
     import numpy as np
 
     data = np.load(CSAW_FACES)
-    return data["x"][np.isin(data["kind"], list(kinds))].astype(np.float32)
+    keep = slice(None) if kinds is None else np.isin(data["kind"], list(kinds))
+    return data["x"][keep].astype(np.float32)
 
 
 # -------------------------------------------------------------------------- scoring

@@ -251,7 +251,7 @@ def pruning_sweep(quick, log):
         X = np.random.default_rng(0).integers(0, 256, size=(n, 55, 47, 3)).astype(np.float32)
         cases.append(("csaw", csaw, "conv_3", X, f"CSAW DeepID sunglasses BadNet (real weights), conv_3, {n:,} "
                                                  "random 0-255 images (as bench_fine_pruning.py)"))
-        faces = _harness.load_csaw_faces(kinds=_all_face_kinds())
+        faces = _harness.load_csaw_faces(kinds=None)
         if faces is not None and not quick:
             X = faces[np.arange(n) % len(faces)]
             cases.append(("csaw", csaw, "conv_3", X, f"CSAW DeepID sunglasses BadNet (real weights), conv_3, the "
@@ -287,11 +287,6 @@ def pruning_sweep(quick, log):
             "data": result,
         })
     return rows
-
-
-def _all_face_kinds():
-    return ("clean", "clean_hackml2019", "clean_gray", "clean_corrupted_colours", "sunglasses", "sunglasses_gray",
-            "sunglasses_lab3", "eyebrows", "eyebrows_gray", "lipstick_anonymous1", "lipstick_gray")
 
 
 # ------------------------------------------------------------------ NeuralCleanse
