@@ -91,6 +91,12 @@ def evaluate(net, defense, make):
         extra["flagged"] = [int(label) for label in estimator.flagged_labels_]
     if hasattr(estimator, "pruned_channels_"):
         extra["n_pruned"] = f"{len(estimator.pruned_channels_)}/{estimator.n_channels_}"
+    if getattr(estimator, "fine_tuning_check_", None) is not None:
+        check = estimator.fine_tuning_check_
+        extra["recipe"] = estimator.fine_tuning_
+        extra["check_drop"] = round(100 * check["drop"], 1)
+        extra["n_pruned"] += (f", {estimator.fine_tuning_}" + ("" if check["passed"] else " (fallback)")
+                              + f", held-out drop {extra['check_drop']:+.1f}")
     row.update(extra)
     return row
 

@@ -167,12 +167,63 @@ def test_fine_pruner_plain_is_the_paper_recipe(patch_badnet):
 def test_fine_pruner_defaults_remove_the_patch_backdoor(patch_badnet):
     from skbackdoor.metrics import attack_success_rate
 
-    pruner = FinePruner(model=patch_badnet.model, random_state=0).fit(patch_badnet.X_val, patch_badnet.y_val)
+    # The guard is off: on this 400-image, 8x8 set FST costs about 20 points of clean
+    # accuracy, and the guard would fall back (see the guard's tests below).
+    pruner = FinePruner(model=patch_badnet.model, max_fine_tuning_drop=None, random_state=0)
+    pruner.fit(patch_badnet.X_val, patch_badnet.y_val)
     asr = attack_success_rate(patch_badnet.y_target, pruner.predict(patch_badnet.X_poisoned))
     assert asr < 0.1, asr  # measured 5.0 % (the BadNet: > 80 %)
-    # Clean accuracy is not pinned: on this 400-image, 8x8 set the default costs about 20
-    # points (benchmarks/results/repair.md has the measured trade-off on real data).
+    # Clean accuracy is not pinned (benchmarks/results/repair.md has the measured
+    # trade-off on real data).
     assert pruner.score(patch_badnet.X_test, patch_badnet.y_test) > 0.5
+    assert pruner.fine_tuning_ == "fst" and pruner.fine_tuning_check_ is None
+
+
+def test_the_guard_falls_back_when_fst_costs_too_much_clean_accuracy(patch_badnet):
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    unguarded = FinePruner(model=patch_badnet.model, max_fine_tuning_drop=None, random_state=0).fit(X, y)
+    with pytest.warns(UserWarning, match="'sgd' recipe was used instead.*NeuralCleanse"):
+        pruner = FinePruner(model=patch_badnet.model, random_state=0).fit(X, y)
+    check = pruner.fine_tuning_check_
+    assert pruner.fine_tuning_ == "sgd" and check["recipe"] == "fst" and not check["passed"]
+    assert check["n_held_out"] == int(np.ceil(0.2 * len(y)))
+    assert np.isclose(check["drop"], check["badnet_accuracy"] - check["accuracy"])
+    assert check["drop"] > pruner.max_fine_tuning_drop
+    # The fallback keeps clean accuracy where FST lost it.
+    badnet_accuracy = np.mean(np.argmax(patch_badnet.model.predict(patch_badnet.X_test, verbose=0), 1)
+                              == patch_badnet.y_test)
+    guarded_accuracy = pruner.score(patch_badnet.X_test, patch_badnet.y_test)
+    assert guarded_accuracy > unguarded.score(patch_badnet.X_test, patch_badnet.y_test) + 0.05
+    assert guarded_accuracy > badnet_accuracy - 0.05
+    # The pruning itself is the same with or without the guard.
+    assert np.array_equal(pruner.pruned_channels_, unguarded.pruned_channels_)
+
+
+def test_the_guard_keeps_a_recipe_within_its_budget(patch_badnet):
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    pruner = FinePruner(model=patch_badnet.model, max_fine_tuning_drop=1.0, epochs=2, random_state=0).fit(X, y)
+    assert pruner.fine_tuning_ == "fst" and pruner.fine_tuning_check_["passed"]
+    # Without a validation split the final model is fine-tuned on all the fit data.
+    assert "val_accuracy" not in pruner.history_
+
+
+def test_the_guard_reuses_the_validation_split(patch_badnet):
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    pruner = FinePruner(model=patch_badnet.model, max_fine_tuning_drop=1.0, epochs=2, validation_fraction=0.25,
+                        random_state=0).fit(X, y)
+    check = pruner.fine_tuning_check_
+    assert check["n_held_out"] == int(np.ceil(0.25 * len(y)))
+    # The checked copy is the final model: its last validation accuracy is the check's.
+    assert np.isclose(pruner.history_["val_accuracy"][-1], check["accuracy"], atol=1e-6)
+
+
+@pytest.mark.parametrize("params", [dict(max_fine_tuning_drop=None), dict(fine_tuning="plain"),
+                                    dict(fine_tuning="sgd"), dict(epochs=0)])
+def test_the_guard_runs_only_on_the_recipes_it_checks(patch_badnet, params):
+    pruner = FinePruner(model=patch_badnet.model, random_state=0, **{"epochs": 1, **params})
+    pruner.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert pruner.fine_tuning_check_ is None
+    assert pruner.fine_tuning_ == pruner.fine_tuning
 
 
 def test_fine_pruner_defaults_use_fst_with_distillation(patch_badnet):
