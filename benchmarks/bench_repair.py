@@ -136,7 +136,9 @@ def report(rows, timing, quick, partial):
         "Defender's clean set: 5 % of the attacker's training set (at most 1,000 images); CCA, "
         "drop (BadNet CCA minus repaired CCA, points) and ASR on the held-out evaluation set, in %. "
         "Defaults chosen on the `tuning` half only. Goal: ASR <= 2 % with drop <= 2 points. "
-        "Times are wall-clock seconds of `fit` on a shared 2-core machine (other jobs running).",
+        "Times are wall-clock seconds of `fit` on a shared 2-core machine (other jobs running). "
+        "With `--resume` the rows of earlier runs are kept: the environment line is that of the last "
+        "run, and each row comes from the run that measured it (`benchmarks/results/repair.json`).",
         "",
         "## Repair",
         "",

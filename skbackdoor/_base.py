@@ -25,6 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._docstrings import fill_doc
 from ._fine_tuning import plain_recipe
 from ._validation import check_classifier_outputs as _check_outputs
 from ._validation import check_images, check_labels, check_pixel_range, pixel_range
@@ -62,33 +63,26 @@ LOADING_CONSTRAINTS = {
 # Their documentation, written once like the constraints: every estimator's docstring
 # says ``%(loading_parameters)s`` where it goes (see document_loading_parameters).
 _LOADING_PARAMETERS_DOC = """\
-    architecture : {{"csaw-deepid"}} or callable, default=None
-        With ``{model}`` a weights-only ``.h5`` file: the architecture its weights are
-        loaded into (see :func:`skbackdoor.models.load_badnet`).
-    input_scale : float or sequence of float, default=None
-        The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
-        trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
-    input_offset : float or sequence of float, default=None
-        Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
-    safe_mode : bool, default=True
-        Refuse a file whose loading could run code (a Lambda layer). Applies to files
-        only: an in-memory model is the user's own object.
+architecture : {{"csaw-deepid"}} or callable, default=None
+    With ``{model}`` a weights-only ``.h5`` file: the architecture its weights are
+    loaded into (see :func:`skbackdoor.models.load_badnet`).
+input_scale : float or sequence of float, default=None
+    The net gets ``(x - input_offset) * input_scale``: e.g. ``1/255`` for a net
+    trained on pixels in [0, 1], one value per channel for ``(x - mean) / std``.
+input_offset : float or sequence of float, default=None
+    Subtracted from the raw pixels before ``input_scale`` (e.g. the channel means).
+safe_mode : bool, default=True
+    Refuse a file whose loading could run code (a Lambda layer). Applies to files
+    only: an in-memory model is the user's own object.
 """
-_LOADING_PARAMETERS_MARK = "    %(loading_parameters)s\n"
 
 
-def document_loading_parameters(model="model"):
+def document_loading_parameters(model="model", **fragments):
     """Class decorator: put the documentation of the :data:`LOADING_CONSTRAINTS`
     parameters where the class docstring says ``%(loading_parameters)s``; ``model``
-    names the parameter holding the BadNet."""
-
-    def document(cls):
-        if _LOADING_PARAMETERS_MARK not in cls.__doc__:
-            raise ValueError(f"{cls.__name__}'s docstring has no '%(loading_parameters)s' line.")
-        cls.__doc__ = cls.__doc__.replace(_LOADING_PARAMETERS_MARK, _LOADING_PARAMETERS_DOC.format(model=model))
-        return cls
-
-    return document
+    names the parameter holding the BadNet; other ``fragments`` are filled in too
+    (see :func:`skbackdoor._docstrings.fill_doc`)."""
+    return fill_doc(loading_parameters=_LOADING_PARAMETERS_DOC.format(model=model), **fragments)
 
 
 def _is_model_reference(value):

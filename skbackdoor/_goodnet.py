@@ -61,7 +61,14 @@ def _needs_fitting(part):
     return hasattr(part, "fit") and not _is_fitted(part)
 
 
-@document_loading_parameters(model="badnet")
+@document_loading_parameters(
+    model="badnet",
+    images_parameters="""\
+Parameters
+----------
+X : array-like of shape (n_samples, height, width, channels)
+""",
+)
 class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Classifier with N+1 labels: the true class for clean inputs, N for poisoned ones.
 
@@ -352,6 +359,10 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
             return predict_proba_batches(part, X, batch_size=self.batch_size)
         return np.asarray(part.predict_proba(X))
 
+    def _check_inputs(self, X):
+        check_is_fitted(self)
+        return self._validate_images(X, self.badnet_, reset=False)
+
     def _disagreement(self, X):
         """Probabilities of the repaired model and the drop score of each input."""
         repaired = self._proba_of(self.repaired_, X)
@@ -385,9 +396,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         probability the repaired model B' gives that label, in [-1, 1]. Inputs scoring
         above ``threshold_`` are sent to N.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
+        %(images_parameters)s
 
         Returns
         -------
@@ -402,16 +411,13 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """Label each image: its class in ``0 .. N-1``, or ``N`` when judged poisoned.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
+        %(images_parameters)s
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        X = self._validate_images(X, self.badnet_, reset=False)
+        X = self._check_inputs(X)
         labels, poisoned = self._judge(X, proba=False)
         return np.where(poisoned, self.poisoned_label_, labels)
 
@@ -422,16 +428,13 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         model's (or, without one, the BadNet's) probabilities with 0 for ``N``. The
         argmax of each row is therefore ``predict``.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
+        %(images_parameters)s
 
         Returns
         -------
         proba : ndarray of shape (n_samples, N + 1)
         """
-        check_is_fitted(self)
-        X = self._validate_images(X, self.badnet_, reset=False)
+        X = self._check_inputs(X)
         base, poisoned = self._judge(X, proba=True)
         proba = np.zeros((len(X), self.n_classes_), dtype=base.dtype)
         proba[:, :-1] = base

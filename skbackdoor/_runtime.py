@@ -2,7 +2,9 @@
 
 TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it is first imported, so the
 default has to be set before any ``import keras``: every skbackdoor module that imports
-Keras imports this module first. A value the user exported is left alone.
+Keras imports this module first, which sets it through :mod:`skbackdoor._log_level`
+(the command line sets its quieter level there before importing this module). A
+value the user exported is left alone.
 
 TensorFlow's thread pools are sized once too, before its first operation: in a joblib
 (loky) or Dask worker this module sizes them to the worker's share of the cores (see
@@ -13,7 +15,9 @@ import os
 import sys
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ._log_level import LIBRARY_LOG_LEVEL, default_tensorflow_log_level
+
+default_tensorflow_log_level(LIBRARY_LOG_LEVEL)
 
 
 # ------------------------------------------------------------------ thread sizing

@@ -46,7 +46,14 @@ _SEQUENTIAL_TOLERANCE = 0.25
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@document_loading_parameters()
+@document_loading_parameters(
+    inputs_parameters="""\
+Parameters
+----------
+X : array-like of shape (n_samples, height, width, channels)
+    Inputs.
+""",
+)
 class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     """Flag inputs that carry a backdoor trigger with STRIP (Gao et al., 2019).
 
@@ -336,10 +343,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     def decision_function(self, X):
         """Score minus ``offset_``: negative for inputs flagged as poisoned.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Inputs.
+        %(inputs_parameters)s
 
         Returns
         -------
@@ -350,10 +354,7 @@ class STRIPDetector(BadNetEstimatorMixin, OutlierMixin, BaseEstimator):
     def predict(self, X):
         """Flag inputs: ``+1`` clean, ``-1`` poisoned (scikit-learn's outlier labels).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, height, width, channels)
-            Inputs.
+        %(inputs_parameters)s
 
         Returns
         -------

@@ -16,6 +16,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
+from ._docstrings import SCORER_FRAGMENTS, fill_doc
+
 __all__ = ["surrogate_backdoor_scoring", "surrogate_detection_scoring", "surrogate_poisoned_inputs"]
 
 _COMMON_CONSTRAINTS = {
@@ -28,7 +30,53 @@ _COMMON_CONSTRAINTS = {
 }
 
 
+# Docstring fragments: the parameters of the trigger search that the scorers document
+# alike, and the opening of every example (a digits BadNet, the function imported).
+_FRAGMENTS = {
+    **SCORER_FRAGMENTS,
+    "targets_and_steps": """\
+n_targets : int, default=1
+    Suspected target labels whose reversed triggers make the surrogate inputs.
+steps : int, default=500
+    Optimisation steps of the trigger search per label.
+""",
+    "random_state": """\
+random_state : int, RandomState instance or None, default=None
+    Seeds the trigger search.
+""",
+}
+_DIGITS_BADNET = """\
+Examples
+--------
+>>> import numpy as np
+>>> from sklearn.datasets import load_digits
+>>> from skbackdoor.attacks import PatchTrigger, train_badnet
+>>> from skbackdoor.metrics import {function}
+>>> digits = load_digits()
+>>> X = digits.images[..., np.newaxis].astype("float32"); y = digits.target
+>>> badnet = train_badnet(X[:1000], y[:1000], trigger=PatchTrigger.square(size=2, value=16),
+...                       target=0, epochs=8, random_state=0)
+"""
+# The scorers' examples go on with the scoring made from that BadNet.
+_SCORING_EXAMPLE = """\
+>>> scoring = {function}(badnet, X[1000:1400], y[1000:1400], steps=200,
+...{alignment}random_state=0)
+>>> sorted(scoring)
+"""
+
+
+def _documented(function):
+    """Fill the docstring fragments of ``function``, its example calling it."""
+    name = function.__name__
+    return fill_doc(
+        **_FRAGMENTS,
+        digits_badnet=_DIGITS_BADNET.format(function=name),
+        scoring_example=_SCORING_EXAMPLE.format(function=name, alignment=" " * len(f" scoring = {name}(")),
+    )(function)
+
+
 @validate_params(_COMMON_CONSTRAINTS, prefer_skip_nested_validation=True)
+@_documented
 def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=500, random_state=None):
     """Surrogate poisoned inputs: clean images stamped with reverse-engineered triggers.
 
@@ -61,16 +109,7 @@ def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=50
     y_target : ndarray of shape (n_surrogate,)
         The suspected target label of each.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skbackdoor.attacks import PatchTrigger, train_badnet
-    >>> from skbackdoor.metrics import surrogate_poisoned_inputs
-    >>> digits = load_digits()
-    >>> X = digits.images[..., np.newaxis].astype("float32"); y = digits.target
-    >>> badnet = train_badnet(X[:1000], y[:1000], trigger=PatchTrigger.square(size=2, value=16),
-    ...                       target=0, epochs=8, random_state=0)
+    %(digits_badnet)s
     >>> X_surrogate, y_target = surrogate_poisoned_inputs(
     ...     badnet, X[1000:1400], y[1000:1400], steps=200, random_state=0)
     >>> X_surrogate.shape[1:], np.unique(y_target).size
@@ -105,6 +144,7 @@ def _suspected_targets(search):
     {**_COMMON_CONSTRAINTS, "poisoned_label": [Interval(numbers.Integral, None, None, closed="neither"), None]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def surrogate_backdoor_scoring(
     badnet, X_clean, y_clean, *, n_targets=1, steps=500, poisoned_label=None, random_state=None
 ):
@@ -125,18 +165,12 @@ def surrogate_backdoor_scoring(
         poisoned input is needed.
     y_clean : array-like of shape (n_samples,)
         Their true labels.
-    n_targets : int, default=1
-        Suspected target labels whose reversed triggers make the surrogate inputs.
-    steps : int, default=500
-        Optimisation steps of the trigger search per label.
+    %(targets_and_steps)s
     poisoned_label : int, default=None
         Passed to :func:`make_cca_scorer` (``N`` for a GoodNet).
-    random_state : int, RandomState instance or None, default=None
-        Seeds the trigger search.
+    %(random_state)s
 
-    Returns
-    -------
-    scoring : dict of str to callable
+    %(returns_scoring)s
 
     Notes
     -----
@@ -159,19 +193,8 @@ def surrogate_backdoor_scoring(
       natural "easy" label instead of the backdoor.
     - Several targets (multi-target, all-to-all): raise ``n_targets``.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skbackdoor.attacks import PatchTrigger, train_badnet
-    >>> from skbackdoor.metrics import surrogate_backdoor_scoring
-    >>> digits = load_digits()
-    >>> X = digits.images[..., np.newaxis].astype("float32"); y = digits.target
-    >>> badnet = train_badnet(X[:1000], y[:1000], trigger=PatchTrigger.square(size=2, value=16),
-    ...                       target=0, epochs=8, random_state=0)
-    >>> scoring = surrogate_backdoor_scoring(badnet, X[1000:1400], y[1000:1400], steps=200,
-    ...                                      random_state=0)
-    >>> sorted(scoring)
+    %(digits_badnet)s
+    %(scoring_example)s
     ['asr', 'cca']
     """
     from .metrics import backdoor_scoring
@@ -186,6 +209,7 @@ def surrogate_backdoor_scoring(
     {**_COMMON_CONSTRAINTS, "poisoned_label": [Interval(numbers.Integral, None, None, closed="neither")]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def surrogate_detection_scoring(
     badnet, X_clean, y_clean, *, n_targets=1, steps=500, poisoned_label=-1, random_state=None
 ):
@@ -210,32 +234,14 @@ def surrogate_detection_scoring(
         Clean images.
     y_clean : array-like of shape (n_samples,)
         Their true labels (the trigger search needs them).
-    n_targets : int, default=1
-        Suspected target labels whose reversed triggers make the surrogate inputs.
-    steps : int, default=500
-        Optimisation steps of the trigger search per label.
-    poisoned_label : int, default=-1
-        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the trigger search.
+    %(targets_and_steps)s
+    %(detector_poisoned_label)s
+    %(random_state)s
 
-    Returns
-    -------
-    scoring : dict of str to callable
+    %(returns_scoring)s
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skbackdoor.attacks import PatchTrigger, train_badnet
-    >>> from skbackdoor.metrics import surrogate_detection_scoring
-    >>> digits = load_digits()
-    >>> X = digits.images[..., np.newaxis].astype("float32"); y = digits.target
-    >>> badnet = train_badnet(X[:1000], y[:1000], trigger=PatchTrigger.square(size=2, value=16),
-    ...                       target=0, epochs=8, random_state=0)
-    >>> scoring = surrogate_detection_scoring(badnet, X[1000:1400], y[1000:1400], steps=200,
-    ...                                       random_state=0)
-    >>> sorted(scoring)
+    %(digits_badnet)s
+    %(scoring_example)s
     ['far', 'frr']
     """
     from .metrics import detection_scoring

@@ -33,6 +33,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from ._refit_rules import _BestUnderBound, best_cca_under_asr, best_far_under_frr  # noqa: F401  (old pickles)
 from ._surrogate import surrogate_backdoor_scoring, surrogate_detection_scoring, surrogate_poisoned_inputs
+from ._docstrings import SCORER_FRAGMENTS, fill_doc
 from ._validation import check_images
 
 __all__ = [
@@ -186,6 +187,29 @@ def _some(values, limit=5):
 
 # --------------------------------------------------------------------------- metrics
 
+# Docstring fragments: the weights and the rate of the metrics; the examples of the
+# scorer factories score a constant sklearn.dummy classifier.
+_documented = fill_doc(
+    **SCORER_FRAGMENTS,
+    sample_weight="""\
+sample_weight : array-like of shape (n_samples,), default=None
+    Sample weights.
+""",
+    returns_rate="""\
+Returns
+-------
+rate : float
+    In [0, 1]; lower is better.
+""",
+    examples_with_dummy="""\
+Examples
+--------
+>>> import numpy as np
+>>> from sklearn.dummy import DummyClassifier
+""",
+)
+
+
 
 @validate_params(
     {
@@ -196,6 +220,7 @@ def _some(values, limit=5):
     },
     prefer_skip_nested_validation=True,
 )
+@_documented
 def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=None):
     """Clean classification accuracy (CCA): accuracy on clean inputs.
 
@@ -212,8 +237,7 @@ def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=N
         The label that means "poisoned" (``N`` for a GoodNet). Only used to check that
         ``y_true`` does not contain it, which would mean poisoned inputs were passed as
         clean ones.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Sample weights.
+    %(sample_weight)s
 
     Returns
     -------
@@ -245,6 +269,7 @@ def clean_accuracy_score(y_true, y_pred, *, poisoned_label=None, sample_weight=N
     {"y_target": _LABEL_OR_LABELS, "y_pred": ["array-like"], "sample_weight": ["array-like", None]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def attack_success_rate(y_target, y_pred, *, sample_weight=None):
     """Attack success rate (ASR): share of poisoned inputs classified as the target.
 
@@ -260,8 +285,7 @@ def attack_success_rate(y_target, y_pred, *, sample_weight=None):
         multi-trigger multi-target attack).
     y_pred : array-like of shape (n_samples,)
         Labels predicted for the poisoned inputs.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Sample weights.
+    %(sample_weight)s
 
     Returns
     -------
@@ -291,6 +315,7 @@ def attack_success_rate(y_target, y_pred, *, sample_weight=None):
     {"y_pred_clean": ["array-like"], "poisoned_label": _POISONED_LABEL, "sample_weight": ["array-like", None]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None):
     """False rejection rate (FRR): share of clean inputs flagged as poisoned.
 
@@ -303,13 +328,9 @@ def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None)
         The label that means "poisoned": ``-1`` for outlier detectors such as
         :class:`~skbackdoor.STRIPDetector`, ``N`` (the number of classes) for a
         :class:`~skbackdoor.GoodNetClassifier`.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Sample weights.
+    %(sample_weight)s
 
-    Returns
-    -------
-    rate : float
-        In [0, 1]; lower is better.
+    %(returns_rate)s
 
     Examples
     --------
@@ -326,6 +347,7 @@ def false_rejection_rate(y_pred_clean, *, poisoned_label=-1, sample_weight=None)
     {"y_pred_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL, "sample_weight": ["array-like", None]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=None):
     """False acceptance rate (FAR): share of poisoned inputs not flagged as poisoned.
 
@@ -340,13 +362,9 @@ def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=N
     poisoned_label : int, default=-1
         The label that means "poisoned": ``-1`` for outlier detectors, ``N`` for a
         GoodNet with ``N`` classes.
-    sample_weight : array-like of shape (n_samples,), default=None
-        Sample weights.
+    %(sample_weight)s
 
-    Returns
-    -------
-    rate : float
-        In [0, 1]; lower is better.
+    %(returns_rate)s
 
     Examples
     --------
@@ -360,6 +378,7 @@ def false_acceptance_rate(y_pred_poisoned, *, poisoned_label=-1, sample_weight=N
 
 
 # --------------------------------------------------------------------------- scorers
+
 
 
 def _check_poisoned_images(X_poisoned):
@@ -407,6 +426,7 @@ class _RateScorer:
 
 
 @validate_params({"poisoned_label": _POISONED_LABEL + [None]}, prefer_skip_nested_validation=True)
+@_documented
 def make_cca_scorer(*, poisoned_label=None):
     """Scorer for clean classification accuracy on the cross-validation fold.
 
@@ -426,10 +446,7 @@ def make_cca_scorer(*, poisoned_label=None):
         ``scorer(estimator, X, y)`` returning the CCA of ``estimator.predict(X)``;
         greater is better.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.dummy import DummyClassifier
+    %(examples_with_dummy)s
     >>> from skbackdoor.metrics import make_cca_scorer
     >>> X, y = np.zeros((4, 8, 8, 1)), np.array([0, 0, 0, 1])
     >>> clf = DummyClassifier(strategy="most_frequent").fit(X.reshape(4, -1), y)
@@ -442,6 +459,7 @@ def make_cca_scorer(*, poisoned_label=None):
 @validate_params(
     {"X_poisoned": ["array-like"], "y_target": _LABEL_OR_LABELS}, prefer_skip_nested_validation=True
 )
+@_documented
 def make_asr_scorer(X_poisoned, y_target):
     """Scorer for the attack success rate on poisoned inputs it holds.
 
@@ -466,10 +484,7 @@ def make_asr_scorer(X_poisoned, y_target):
     scorer : callable
         Greater is better.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.dummy import DummyClassifier
+    %(examples_with_dummy)s
     >>> from skbackdoor.metrics import make_asr_scorer
     >>> X_poisoned = np.ones((5, 8, 8, 1))
     >>> clf = DummyClassifier(strategy="constant", constant=0).fit(np.zeros((2, 1)), [0, 1])
@@ -484,6 +499,7 @@ def make_asr_scorer(X_poisoned, y_target):
 
 
 @validate_params({"poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True)
+@_documented
 def make_frr_scorer(*, poisoned_label=-1):
     """Scorer for the false rejection rate on the (clean) cross-validation fold.
 
@@ -493,17 +509,13 @@ def make_frr_scorer(*, poisoned_label=-1):
 
     Parameters
     ----------
-    poisoned_label : int, default=-1
-        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+    %(detector_poisoned_label)s
 
     Returns
     -------
     scorer : callable
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.dummy import DummyClassifier
+    %(examples_with_dummy)s
     >>> from skbackdoor.metrics import make_frr_scorer
     >>> detector = DummyClassifier(strategy="constant", constant=1).fit([[0], [0]], [1, -1])
     >>> make_frr_scorer()(detector, np.zeros((3, 1)), None)
@@ -515,6 +527,7 @@ def make_frr_scorer(*, poisoned_label=-1):
 @validate_params(
     {"X_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True
 )
+@_documented
 def make_far_scorer(X_poisoned, *, poisoned_label=-1):
     """Scorer for the false acceptance rate on poisoned inputs it holds.
 
@@ -526,19 +539,14 @@ def make_far_scorer(X_poisoned, *, poisoned_label=-1):
 
     Parameters
     ----------
-    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
-        Inputs carrying the trigger.
-    poisoned_label : int, default=-1
-        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+    %(X_poisoned)s
+    %(detector_poisoned_label)s
 
     Returns
     -------
     scorer : callable
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.dummy import DummyClassifier
+    %(examples_with_dummy)s
     >>> from skbackdoor.metrics import make_far_scorer
     >>> detector = DummyClassifier(strategy="constant", constant=-1).fit([[0], [0]], [1, -1])
     >>> make_far_scorer(np.ones((4, 8, 8, 1)))(detector, None, None)
@@ -554,6 +562,7 @@ def make_far_scorer(X_poisoned, *, poisoned_label=-1):
     {"X_poisoned": ["array-like"], "y_target": _LABEL_OR_LABELS, "poisoned_label": _POISONED_LABEL + [None]},
     prefer_skip_nested_validation=True,
 )
+@_documented
 def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
     """Scorers ``{"cca": ..., "asr": ...}`` for ``GridSearchCV(scoring=...)``.
 
@@ -563,16 +572,13 @@ def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
 
     Parameters
     ----------
-    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
-        Inputs carrying the trigger.
+    %(X_poisoned)s
     y_target : int or array-like of shape (n_poisoned,)
         The attacker's target label(s).
     poisoned_label : int, default=None
         Passed to :func:`make_cca_scorer`.
 
-    Returns
-    -------
-    scoring : dict of str to callable
+    %(returns_scoring)s
 
     Examples
     --------
@@ -590,6 +596,7 @@ def backdoor_scoring(X_poisoned, y_target, *, poisoned_label=None):
 @validate_params(
     {"X_poisoned": ["array-like"], "poisoned_label": _POISONED_LABEL}, prefer_skip_nested_validation=True
 )
+@_documented
 def detection_scoring(X_poisoned, *, poisoned_label=-1):
     """Scorers ``{"frr": ..., "far": ...}`` for tuning a detector with GridSearchCV.
 
@@ -598,14 +605,10 @@ def detection_scoring(X_poisoned, *, poisoned_label=-1):
 
     Parameters
     ----------
-    X_poisoned : array-like of shape (n_poisoned, height, width, channels)
-        Inputs carrying the trigger.
-    poisoned_label : int, default=-1
-        ``-1`` for outlier detectors, ``N`` for a GoodNet with ``N`` classes.
+    %(X_poisoned)s
+    %(detector_poisoned_label)s
 
-    Returns
-    -------
-    scoring : dict of str to callable
+    %(returns_scoring)s
 
     Examples
     --------

@@ -11,7 +11,34 @@ when a function is called: the package works without it.
 
 import numpy as np
 
+from ._docstrings import fill_doc
+
 __all__ = ["plot_entropy_histogram"]
+
+# What the functions' docstrings share: the last parameters and the return value of
+# those drawing on one Axes, the parameter of those drawing a whole figure, and the
+# opening of every example (a backend that needs no display).
+_ON_AX = """\
+title : str, default=None
+    Axes title.
+ax : matplotlib Axes, default=None
+    Where to draw; a new figure when ``None``.
+
+Returns
+-------
+ax : matplotlib Axes
+"""
+_FIG = """\
+fig : matplotlib Figure, default=None
+    Where to draw; a new figure when ``None``.
+"""
+_EXAMPLES = """\
+Examples
+--------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+"""
+_documented = fill_doc(on_ax=_ON_AX, fig=_FIG, examples=_EXAMPLES)
 
 
 def _import_pyplot():
@@ -34,6 +61,16 @@ def _axes(ax):
     return ax
 
 
+def _label(ax, xlabel, ylabel, title):
+    """Name the axes, add the title (when not None) and the legend; return ``ax``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
 def _finite_1d(values, name):
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
@@ -46,6 +83,7 @@ def _finite_1d(values, name):
 # --------------------------------------------------------------------------- STRIP
 
 
+@_documented
 def plot_entropy_histogram(
     clean_scores,
     poisoned_scores=None,
@@ -79,19 +117,9 @@ def plot_entropy_histogram(
         Normalise each histogram to unit area, so groups of different sizes compare.
     xlabel : str, default="Entropy (bits)"
         Label of the x axis (use another one for the ``"agreement"`` statistic).
-    title : str, default=None
-        Axes title.
-    ax : matplotlib Axes, default=None
-        Where to draw; a new figure when ``None``.
+    %(on_ax)s
 
-    Returns
-    -------
-    ax : matplotlib Axes
-
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import numpy as np
     >>> from skbackdoor.plotting import plot_entropy_histogram
     >>> rng = np.random.default_rng(0)
@@ -116,12 +144,7 @@ def plot_entropy_histogram(
         ax.hist(poisoned, bins=bins, density=density, alpha=0.6, color="tab:red", label="poisoned")
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold = {threshold:.3g}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Density" if density else "Number of inputs")
-    if title is not None:
-        ax.set_title(title)
-    ax.legend()
-    return ax
+    return _label(ax, xlabel, "Density" if density else "Number of inputs", title)
 
 
 # --------------------------------------------------------------------------- Neural Cleanse
@@ -129,6 +152,7 @@ def plot_entropy_histogram(
 __all__ += ["plot_anomaly_index", "plot_reversed_triggers"]
 
 
+@_documented
 def plot_reversed_triggers(
     masks, patterns, *, labels=None, norms=None, flagged=None, pixel_range=None, max_labels=10, fig=None
 ):
@@ -157,17 +181,13 @@ def plot_reversed_triggers(
         default the patterns' own range.
     max_labels : int, default=10
         Most columns drawn: the ``max_labels`` smallest norms.
-    fig : matplotlib Figure, default=None
-        Where to draw; a new figure when ``None``.
+    %(fig)s
 
     Returns
     -------
     axes : ndarray of matplotlib Axes, shape (3, n_columns)
 
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import numpy as np
     >>> from skbackdoor.plotting import plot_reversed_triggers
     >>> rng = np.random.default_rng(0)
@@ -226,6 +246,7 @@ def plot_reversed_triggers(
     return axes
 
 
+@_documented
 def plot_anomaly_index(anomaly_index, *, labels=None, threshold=2.0, flagged=None, title=None, ax=None):
     """Bar chart of the Neural Cleanse anomaly index of each label, with the threshold.
 
@@ -243,19 +264,9 @@ def plot_anomaly_index(anomaly_index, *, labels=None, threshold=2.0, flagged=Non
         Labels drawn in red (``flagged_labels_``). Only labels whose mask is below the
         median can be flagged, so a high bar in grey belongs to a label with an
         unusually large mask.
-    title : str, default=None
-        Axes title.
-    ax : matplotlib Axes, default=None
-        Where to draw; a new figure when ``None``.
+    %(on_ax)s
 
-    Returns
-    -------
-    ax : matplotlib Axes
-
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import numpy as np
     >>> from skbackdoor.plotting import plot_anomaly_index
     >>> ax = plot_anomaly_index([3.5, 0.2, np.nan, 0.9], flagged=[0])
@@ -282,12 +293,7 @@ def plot_anomaly_index(anomaly_index, *, labels=None, threshold=2.0, flagged=Non
     ax.axhline(threshold, color="black", linestyle="--", label=f"threshold = {threshold:g}")
     ax.set_xticks(positions)
     ax.set_xticklabels([str(label) for label in labels], rotation=90 if len(labels) > 20 else 0)
-    ax.set_xlabel("Label")
-    ax.set_ylabel("Anomaly index")
-    if title is not None:
-        ax.set_title(title)
-    ax.legend()
-    return ax
+    return _label(ax, "Label", "Anomaly index", title)
 
 
 # --------------------------------------------------------------------------- Fine-Pruning
@@ -303,6 +309,7 @@ def _check_fitted_pruner(pruner):
         )
 
 
+@_documented
 def plot_pruning_curve(pruner, X_poisoned=None, y_target=None, *, title=None, ax=None):
     """Clean accuracy and attack success rate against the fraction of channels pruned.
 
@@ -322,19 +329,9 @@ def plot_pruning_curve(pruner, X_poisoned=None, y_target=None, *, title=None, ax
         computed by ``pruner.pruning_sweep(X_poisoned, y_target)``.
     y_target : int or array-like of shape (n_poisoned,), default=None
         The attacker's target label(s); required with ``X_poisoned``.
-    title : str, default=None
-        Axes title.
-    ax : matplotlib Axes, default=None
-        Where to draw; a new figure when ``None``.
+    %(on_ax)s
 
-    Returns
-    -------
-    ax : matplotlib Axes
-
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import numpy as np
     >>> from skbackdoor.plotting import plot_pruning_curve
     >>> fraction = np.linspace(0, 1, 11)
@@ -363,14 +360,9 @@ def plot_pruning_curve(pruner, X_poisoned=None, y_target=None, *, title=None, ax
         ax.plot(fraction, 100 * asr, color="tab:red", label="attack success rate")
     if chosen is not None:
         ax.axvline(chosen, color="black", linestyle=":", label=f"pruned {chosen:.0%}")
-    ax.set_xlabel("Fraction of channels pruned")
-    ax.set_ylabel("Rate (%)")
     ax.set_xlim(0, 1)
     ax.set_ylim(-2, 102)
-    if title is not None:
-        ax.set_title(title)
-    ax.legend()
-    return ax
+    return _label(ax, "Fraction of channels pruned", "Rate (%)", title)
 
 
 def _param_column(cv_results, name):
@@ -383,6 +375,7 @@ def _param_column(cv_results, name):
     raise ValueError(f"cv_results has no parameter {name!r}; the search varied {searched}.")
 
 
+@_documented
 def plot_cca_asr_heatmaps(
     cv_results, *, rows="learning_rate", columns="prune_fraction", cca_key="cca", asr_key="asr", fig=None
 ):
@@ -403,18 +396,14 @@ def plot_cca_asr_heatmaps(
         from its last part when that is unambiguous.
     cca_key, asr_key : str, default="cca", "asr"
         Scoring keys of the search.
-    fig : matplotlib Figure, default=None
-        Where to draw; a new figure when ``None``.
+    %(fig)s
 
     Returns
     -------
     axes : ndarray of matplotlib Axes, shape (2,)
         Clean accuracy, then attack success rate, in percent.
 
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import numpy as np
     >>> from skbackdoor.plotting import plot_cca_asr_heatmaps
     >>> results = {
@@ -480,6 +469,7 @@ def _outline():
     return [patheffects.withStroke(linewidth=2, foreground="black")]
 
 
+@_documented
 def plot_activation_maps(pruner, X, *, n_columns=None, fig=None):
     """Mean activation map of every channel of the pruned layer, before and after.
 
@@ -498,18 +488,14 @@ def plot_activation_maps(pruner, X, *, n_columns=None, fig=None):
     n_columns : int, default=None
         Channels per mosaic row; about the square root of the channel count when
         ``None``.
-    fig : matplotlib Figure, default=None
-        Where to draw; a new figure when ``None``.
+    %(fig)s
 
     Returns
     -------
     axes : ndarray of matplotlib Axes, shape (2,)
         Before (the BadNet) and after (``model_``).
 
-    Examples
-    --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
+    %(examples)s
     >>> import keras, numpy as np
     >>> from sklearn.datasets import load_digits
     >>> from skbackdoor import FinePruner

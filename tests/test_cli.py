@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -196,6 +197,31 @@ def test_scan_of_a_folder_uses_the_models_labels_and_checks_options(patch_badnet
     with pytest.raises(SystemExit):
         main(["scan", "--model", str(model_path), "--clean", str(images), "--labels", "3-1"])
     assert "not a list of labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_drop, used", [("0", "sgd"), ("1", "fst"), ("none", "fst")])
+def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files, tmp_path, capsys, max_drop, used):
+    folder, model_path = tiny_files
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_val, patch_badnet.y_val)
+    output = tmp_path / "goodnet.joblib"
+    with warnings.catch_warnings():
+        # The fallback is a result line, not a Python warning.
+        warnings.filterwarnings("error", message="FinePruner", category=UserWarning)
+        status, out, err = run(
+            capsys, "repair", "--model", model_path, "--clean", clean, "--output", output, "--epochs", "1",
+            "--max-fine-tuning-drop", max_drop,
+        )
+    assert status == 0, err
+    repaired = joblib.load(output).repaired_
+    assert repaired.fine_tuning_ == used
+    check = repaired.fine_tuning_check_
+    if max_drop == "none":
+        assert repaired.max_fine_tuning_drop is None and check is None and "fine-tuning check" not in out
+        return
+    assert repaired.max_fine_tuning_drop == float(max_drop)
+    assert f"fine-tuning check: fst lost {100 * check['drop']:.1f} points" in out
+    assert ("used sgd instead" in out) == (used == "sgd")
 
 
 def test_repair_with_neural_cleanse(patch_badnet, tiny_files, tmp_path, capsys):

@@ -10,10 +10,38 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._docstrings import fill_doc
 from .._validation import check_labels
 from ._triggers import Trigger, _check_batch
 
 __all__ = ["make_poisoned_test_set", "poison", "poison_multi"]
+
+# What the docstrings of poison and poison_multi share: the training set, the seed,
+# and the opening of the example (the digits, and the function named).
+_FRAGMENTS = {
+    "training_set": """\
+X : array-like of shape (n_samples, height, width, channels)
+    Clean training images (any numeric dtype; not modified).
+y : array-like of shape (n_samples,)
+    Their integer labels.
+""",
+    "random_state": """\
+random_state : int, RandomState instance or None, default=None
+    Controls which images are poisoned.
+""",
+}
+_DIGITS_EXAMPLE = """\
+>>> import numpy as np
+>>> from sklearn.datasets import load_digits
+>>> from skbackdoor.attacks import PatchTrigger, {function}
+>>> digits = load_digits()
+>>> X, y = digits.images[..., np.newaxis], digits.target
+"""
+
+
+def _documented(function):
+    """Fill the docstring fragments of ``function``, its example importing it."""
+    return fill_doc(**_FRAGMENTS, digits_example=_DIGITS_EXAMPLE.format(function=function.__name__))(function)
 
 
 def _check_trigger(trigger, name="trigger"):
@@ -66,6 +94,7 @@ def _as_list(value, name):
     return list(value)
 
 
+@_documented
 def poison(X, y, trigger, target, *, rate=0.1, exclude_target=True, random_state=None):
     """Poison a training set the BadNets way: stamp a trigger and relabel to ``target``.
 
@@ -76,10 +105,7 @@ def poison(X, y, trigger, target, *, rate=0.1, exclude_target=True, random_state
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, height, width, channels)
-        Clean training images (any numeric dtype; not modified).
-    y : array-like of shape (n_samples,)
-        Their integer labels.
+    %(training_set)s
     trigger : Trigger
         A :class:`PatchTrigger`, :class:`BlendTrigger` or :class:`MaskTrigger`.
     target : int
@@ -88,8 +114,7 @@ def poison(X, y, trigger, target, *, rate=0.1, exclude_target=True, random_state
         Fraction of the whole training set that is poisoned.
     exclude_target : bool, default=True
         Draw the poisoned images only among images not labelled ``target``.
-    random_state : int, RandomState instance or None, default=None
-        Controls which images are poisoned.
+    %(random_state)s
 
     Returns
     -------
@@ -113,11 +138,7 @@ def poison(X, y, trigger, target, *, rate=0.1, exclude_target=True, random_state
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skbackdoor.attacks import PatchTrigger, poison
-    >>> digits = load_digits()
-    >>> X, y = digits.images[..., np.newaxis], digits.target
+    %(digits_example)s
     >>> trigger = PatchTrigger.square(size=2, value=16)
     >>> X_p, y_p, idx = poison(X, y, trigger, target=0, rate=0.1, random_state=0)
     >>> len(idx), bool((y_p[idx] == 0).all()), bool((y[idx] != 0).all())
@@ -129,6 +150,7 @@ def poison(X, y, trigger, target, *, rate=0.1, exclude_target=True, random_state
     return X_poisoned, y_poisoned, indices
 
 
+@_documented
 def poison_multi(X, y, triggers, targets, *, rate=0.1, exclude_target=True, random_state=None):
     """Poison a training set with several triggers, each relabelling to its own target.
 
@@ -138,10 +160,7 @@ def poison_multi(X, y, triggers, targets, *, rate=0.1, exclude_target=True, rand
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, height, width, channels)
-        Clean training images (any numeric dtype; not modified).
-    y : array-like of shape (n_samples,)
-        Their integer labels.
+    %(training_set)s
     triggers : sequence of Trigger
         One trigger per backdoor.
     targets : sequence of int
@@ -151,8 +170,7 @@ def poison_multi(X, y, triggers, targets, *, rate=0.1, exclude_target=True, rand
         or one per trigger). The rates must add up to at most 1.
     exclude_target : bool, default=True
         Draw the images of each trigger only among images not labelled its target.
-    random_state : int, RandomState instance or None, default=None
-        Controls which images are poisoned.
+    %(random_state)s
 
     Returns
     -------
@@ -165,11 +183,7 @@ def poison_multi(X, y, triggers, targets, *, rate=0.1, exclude_target=True, rand
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from skbackdoor.attacks import PatchTrigger, poison_multi
-    >>> digits = load_digits()
-    >>> X, y = digits.images[..., np.newaxis], digits.target
+    %(digits_example)s
     >>> triggers = [PatchTrigger.square(size=2, value=16, location="bottom-right"),
     ...             PatchTrigger.square(size=2, value=16, location="top-left")]
     >>> X_p, y_p, (idx_a, idx_b) = poison_multi(X, y, triggers, [0, 1], rate=0.05,

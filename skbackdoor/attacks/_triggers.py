@@ -22,12 +22,56 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._docstrings import fill_doc
 from .._validation import check_images
 
 __all__ = ["BlendTrigger", "MaskTrigger", "PatchTrigger", "Trigger"]
 
 LOCATIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
 DEFAULT_CLIP_RANGE = (0.0, 255.0)
+
+# What the triggers' docstrings share: the parameters of the methods taking an image
+# shape, the parameter every trigger takes, and the end of the docstrings of the
+# alternative constructors (classmethods) of a trigger class.
+_FRAGMENTS = {
+    "image_shape_parameters": """\
+Parameters
+----------
+image_shape : tuple of int
+    ``(height, width)`` or ``(height, width, channels)`` of the images.
+""",
+    "clip_range": """\
+clip_range : tuple of float or None, default=(0, 255)
+    Valid pixel range; triggered values are clipped to it. ``None`` disables it.
+""",
+    "patch_size": """\
+size : int, default=4
+    Side of the square in pixels.
+""",
+}
+_CONSTRUCTOR_END = """\
+**kwargs
+    {keywords}: see :class:`{trigger}`.
+
+Returns
+-------
+trigger : {trigger}
+
+Examples
+--------
+>>> from skbackdoor.attacks import {trigger}
+"""
+
+
+def _documented(constructor_keywords=None):
+    """Fill the docstrings of a trigger class; its constructors pass ``constructor_keywords``
+    on to the class."""
+
+    def document(cls):
+        end = _CONSTRUCTOR_END.format(trigger=cls.__name__, keywords=constructor_keywords)
+        return fill_doc(**_FRAGMENTS, constructor_end=end)(cls)
+
+    return document
 
 
 # --------------------------------------------------------------------------- checks
@@ -114,6 +158,7 @@ def _check_same_spatial_shape(array, image_shape, name):
 # --------------------------------------------------------------------------- base
 
 
+@_documented()
 class Trigger:
     """Base class of the triggers: ``x' = (1 - m) * x + m * p``, clipped.
 
@@ -127,10 +172,7 @@ class Trigger:
     def mask_and_pattern(self, image_shape):
         """Full-size mask ``m`` (values in [0, 1]) and pattern ``p`` for an image shape.
 
-        Parameters
-        ----------
-        image_shape : tuple of int
-            ``(height, width)`` or ``(height, width, channels)`` of the images.
+        %(image_shape_parameters)s
 
         Returns
         -------
@@ -142,10 +184,7 @@ class Trigger:
     def footprint(self, image_shape):
         """Boolean ``(height, width)`` map of the pixels the trigger changes (``m > 0``).
 
-        Parameters
-        ----------
-        image_shape : tuple of int
-            ``(height, width)`` or ``(height, width, channels)`` of the images.
+        %(image_shape_parameters)s
 
         Returns
         -------
@@ -216,6 +255,7 @@ def _to_dtype(values, dtype, clip_range):
 # --------------------------------------------------------------------------- patch
 
 
+@_documented(constructor_keywords="``location``, ``margin``, ``clip_range``")
 class PatchTrigger(Trigger):
     """A small pattern stamped over the image at a fixed place (BadNets).
 
@@ -229,8 +269,7 @@ tuple of int, default="bottom-right"
         Where the patch goes: a named place, or the ``(row, col)`` of its top-left pixel.
     margin : int, default=0
         Distance in pixels between the patch and the image border, for named locations.
-    clip_range : tuple of float or None, default=(0, 255)
-        Valid pixel range; triggered values are clipped to it. ``None`` disables it.
+    %(clip_range)s
 
     See Also
     --------
@@ -266,23 +305,13 @@ tuple of int, default="bottom-right"
 
         Parameters
         ----------
-        size : int, default=4
-            Side of the square in pixels.
+        %(patch_size)s
         value : float or sequence of float, default=255
             Pixel value, or one value per channel.
         channels : int, default=1
             Channels of the pattern (1 is used for every channel of the images); ignored
             when ``value`` gives one value per channel.
-        **kwargs
-            ``location``, ``margin``, ``clip_range``: see :class:`PatchTrigger`.
-
-        Returns
-        -------
-        trigger : PatchTrigger
-
-        Examples
-        --------
-        >>> from skbackdoor.attacks import PatchTrigger
+        %(constructor_end)s
         >>> PatchTrigger.square(size=3, value=(255, 0, 0), location=(0, 0)).pattern.shape
         (3, 3, 3)
         """
@@ -303,20 +332,10 @@ tuple of int, default="bottom-right"
 
         Parameters
         ----------
-        size : int, default=4
-            Side of the square in pixels.
+        %(patch_size)s
         low, high : float, default=0, 255
             The two pixel values.
-        **kwargs
-            ``location``, ``margin``, ``clip_range``: see :class:`PatchTrigger`.
-
-        Returns
-        -------
-        trigger : PatchTrigger
-
-        Examples
-        --------
-        >>> from skbackdoor.attacks import PatchTrigger
+        %(constructor_end)s
         >>> PatchTrigger.checkerboard(size=2, low=0, high=1).pattern[..., 0]
         array([[1., 0.],
                [0., 1.]])
@@ -404,6 +423,7 @@ def _check_location(location):
 # --------------------------------------------------------------------------- blend
 
 
+@_documented(constructor_keywords="``clip_range``")
 class BlendTrigger(Trigger):
     """A full-size pattern blended into the image: ``x' = (1 - alpha) x + alpha p``.
 
@@ -413,8 +433,7 @@ class BlendTrigger(Trigger):
         A full-size image in the images' units (random noise, a cartoon, ...).
     alpha : float in [0, 1], default=0.1
         Weight of the pattern.
-    clip_range : tuple of float or None, default=(0, 255)
-        Valid pixel range; triggered values are clipped to it. ``None`` disables it.
+    %(clip_range)s
 
     See Also
     --------
@@ -451,16 +470,7 @@ class BlendTrigger(Trigger):
             Range of the noise.
         random_state : int, RandomState instance or None, default=None
             Seed of the noise.
-        **kwargs
-            ``clip_range``: see :class:`BlendTrigger`.
-
-        Returns
-        -------
-        trigger : BlendTrigger
-
-        Examples
-        --------
-        >>> from skbackdoor.attacks import BlendTrigger
+        %(constructor_end)s
         >>> trigger = BlendTrigger.random_noise((8, 8), alpha=0.2, high=16, random_state=0)
         >>> trigger.pattern.shape
         (8, 8, 1)
@@ -484,6 +494,7 @@ class BlendTrigger(Trigger):
 # --------------------------------------------------------------------------- mask
 
 
+@_documented()
 class MaskTrigger(Trigger):
     """An image pasted through a mask: ``x' = (1 - mask) x + mask * image``.
 
@@ -497,8 +508,7 @@ class MaskTrigger(Trigger):
     mask : array-like of shape (height, width), (height, width, 1) or \
 (height, width, channels)
         Opacity in [0, 1].
-    clip_range : tuple of float or None, default=(0, 255)
-        Valid pixel range; triggered values are clipped to it. ``None`` disables it.
+    %(clip_range)s
 
     Examples
     --------

@@ -3,6 +3,7 @@
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -186,19 +187,33 @@ def repair(args):
         repaired = FinePruner(
             model=model, layer=args.layer, prune_fraction=args.prune_fraction,
             max_accuracy_drop=args.max_accuracy_drop, fine_tuning=args.fine_tuning,
-            random_state=args.random_state,
+            max_fine_tuning_drop=args.max_fine_tuning_drop, random_state=args.random_state,
             verbose=int(args.verbose), **tuning,
         )
     else:
         repaired = NeuralCleanse(model=model, **_neural_cleanse_options(args), **tuning)
     # G fits B' itself so that it can hold part of the clean data out of the repair and set
     # its disagreement threshold on images B' was not tuned on.
-    goodnet = GoodNetClassifier(badnet=model, repaired=repaired, random_state=args.random_state).fit(X, y)
+    with warnings.catch_warnings():
+        # The guard's fallback is reported below, as a result line.
+        warnings.filterwarnings("ignore", message="FinePruner: the .* fine-tuning cost", category=UserWarning)
+        goodnet = GoodNetClassifier(badnet=model, repaired=repaired, random_state=args.random_state).fit(X, y)
     repaired = goodnet.repaired_
     joblib.dump(goodnet, args.output)
 
     if args.defense == "fine-pruning":
         print(f"pruned {len(repaired.pruned_channels_)} channels of {repaired.layer_}")
+        check = repaired.fine_tuning_check_
+        if check is not None:
+            verdict = (
+                f"kept {check['recipe']}" if check["passed"] else
+                f"used {repaired.fine_tuning_} instead (clean accuracy kept, the backdoor may remain; with few "
+                "clean images per class, try --defense neural-cleanse)"
+            )
+            print(
+                f"fine-tuning check: {check['recipe']} lost {100 * check['drop']:.1f} points of clean accuracy "
+                f"on {check['n_held_out']} held-out images; {verdict}"
+            )
     else:
         flagged = repaired.flagged_labels_.tolist()
         print(f"flagged labels: {flagged if flagged else 'none'}; unlearned the triggers of {repaired.unlearned_labels_.tolist()}")

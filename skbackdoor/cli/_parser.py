@@ -121,6 +121,16 @@ def anomaly_threshold(text):
     return value
 
 
+def drop_or_none(text):
+    """An accuracy drop in [0, 1], or "none" (FinePruner's fine-tuning check off)."""
+    if str(text).lower() == "none":
+        return None
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be 'none' or a drop between 0 and 1, got {text}")
+    return value
+
+
 def _common_options():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -168,45 +178,36 @@ def _add_clean_data_option(parser, *, what):
     )
 
 
+def _add_options(group, options):
+    """``group.add_argument(flag, help=help, **keywords)`` for each row of ``options``."""
+    for flag, help, keywords in options:
+        group.add_argument(flag, help=help, **keywords)
+
+
 def _scan_options(parser, *, title):
     nc = NEURAL_CLEANSE_DEFAULTS
-    group = parser.add_argument_group(title)
-    group.add_argument(
-        "--labels", type=label_list, metavar="LIST",
-        help="candidate target labels to scan, e.g. 0-99 or 0,5,17. Default: every class",
-    )
-    group.add_argument(
-        "--steps", type=positive_int, metavar="N", default=nc.get("steps"),
-        help="optimisation steps of the trigger search for each fully searched label",
-    )
-    group.add_argument(
-        "--screening", choices=("auto", "on", "off"), default="auto",
-        help="first shortlist the labels with a short search of every label (auto: when "
-        "there are more than 64 candidate labels, e.g. the 1,283 CSAW classes)",
-    )
-    group.add_argument(
-        "--candidates", type=positive_int, metavar="N", default=nc.get("n_candidates"),
-        help="labels the screening keeps for the full search (plus as many random labels "
-        "as a reference for the median)",
-    )
-    group.add_argument(
-        "--screening-steps", type=positive_int, metavar="N", default=nc.get("screening_steps"),
-        help="optimisation steps of the screening search",
-    )
-    group.add_argument(
-        "--batch-size", type=positive_int, metavar="N", default=nc.get("batch_size"),
-        help="clean images per label in each step of the trigger search",
-    )
-    group.add_argument(
-        "--anomaly-threshold", type=anomaly_threshold, metavar="Z", default=nc.get("anomaly_threshold"),
-        help="flag a label whose anomaly index (one-sided robust z-score of the log of its "
-        "trigger's size) exceeds this; 'auto' corrects for the number of labels, 2 is the "
-        "paper's per-label choice",
-    )
-    group.add_argument(
-        "--max-images", type=positive_int, metavar="N",
-        help="use at most the first N clean images. Default: all",
-    )
+    _add_options(parser.add_argument_group(title), [
+        ("--labels", "candidate target labels to scan, e.g. 0-99 or 0,5,17. Default: every class",
+         {"type": label_list, "metavar": "LIST"}),
+        ("--steps", "optimisation steps of the trigger search for each fully searched label",
+         {"type": positive_int, "metavar": "N", "default": nc.get("steps")}),
+        ("--screening", "first shortlist the labels with a short search of every label (auto: when "
+         "there are more than 64 candidate labels, e.g. the 1,283 CSAW classes)",
+         {"choices": ("auto", "on", "off"), "default": "auto"}),
+        ("--candidates", "labels the screening keeps for the full search (plus as many random labels "
+         "as a reference for the median)",
+         {"type": positive_int, "metavar": "N", "default": nc.get("n_candidates")}),
+        ("--screening-steps", "optimisation steps of the screening search",
+         {"type": positive_int, "metavar": "N", "default": nc.get("screening_steps")}),
+        ("--batch-size", "clean images per label in each step of the trigger search",
+         {"type": positive_int, "metavar": "N", "default": nc.get("batch_size")}),
+        ("--anomaly-threshold", "flag a label whose anomaly index (one-sided robust z-score of the log of its "
+         "trigger's size) exceeds this; 'auto' corrects for the number of labels, 2 is the "
+         "paper's per-label choice",
+         {"type": anomaly_threshold, "metavar": "Z", "default": nc.get("anomaly_threshold")}),
+        ("--max-images", "use at most the first N clean images. Default: all",
+         {"type": positive_int, "metavar": "N"}),
+    ])
 
 
 def build_parser():
@@ -221,9 +222,16 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"skbackdoor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name, *, model_required, **texts):
+        """A subcommand taking the common and the model options; ``texts``: its help,
+        description and epilog."""
+        return commands.add_parser(
+            name, parents=[common, _model_options(required=model_required)], formatter_class=_HelpFormatter, **texts
+        )
+
     # ------------------------------------------------------------------ scan
-    scan = commands.add_parser(
-        "scan", parents=[common, _model_options(required=True)], formatter_class=_HelpFormatter,
+    scan = command(
+        "scan", model_required=True,
         help="is this model backdoored, and towards which label? (Neural Cleanse)",
         description="Reverse-engineer, for each candidate label, the smallest trigger that "
         "sends clean images to it (Neural Cleanse, Wang et al., IEEE S&P 2019). A label "
@@ -245,8 +253,8 @@ def build_parser():
 
     # ------------------------------------------------------------------ repair
     fp = FINE_PRUNER_DEFAULTS
-    repair = commands.add_parser(
-        "repair", parents=[common, _model_options(required=True)], formatter_class=_HelpFormatter,
+    repair = command(
+        "repair", model_required=True,
         help="repair a BadNet on clean data and save the GoodNet G(B, B')",
         description="Repair the BadNet B on clean data (Fine-Pruning or Neural Cleanse's "
         "unlearning) into B', and save with joblib a GoodNetClassifier G(B, B') that "
@@ -276,33 +284,30 @@ def build_parser():
         f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
     )
     repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning, of the trigger search and of the images held out to calibrate the GoodNet")
-    pruning = repair.add_argument_group("fine-pruning")
-    pruning.add_argument(
-        "--layer", metavar="NAME",
-        help="convolution to prune. Default: the last convolution that can be split off "
-        "and whose channels are not the class scores (conv_3 on the CSAW DeepID net, as in "
-        "the paper and the CSAW-HackML reports)",
-    )
-    pruning.add_argument(
-        "--fine-tuning", choices=("fst", "sgd", "sam", "plain"), default=fp.get("fine_tuning"),
-        help="fine-tuning recipe after pruning: fst (head re-initialised, alignment penalty), "
-        "sgd, sam (sharpness-aware), or plain (the paper's: Adam; pass --learning-rate 0.001 "
-        "--epochs 10 for its settings)",
-    )
-    pruning.add_argument(
-        "--prune-fraction", type=float, metavar="FRACTION", default=fp.get("prune_fraction"),
-        help="fraction of the layer's channels to prune. Default: as many as "
-        "--max-accuracy-drop allows",
-    )
-    pruning.add_argument(
-        "--max-accuracy-drop", type=float, metavar="DROP", default=fp.get("max_accuracy_drop"),
-        help="prune while the clean accuracy stays within this drop of the BadNet's",
-    )
+    _add_options(repair.add_argument_group("fine-pruning"), [
+        ("--layer", "convolution to prune. Default: the last convolution that can be split off "
+         "and whose channels are not the class scores (conv_3 on the CSAW DeepID net, as in "
+         "the paper and the CSAW-HackML reports)",
+         {"metavar": "NAME"}),
+        ("--fine-tuning", "fine-tuning recipe after pruning: fst (head re-initialised, alignment penalty), "
+         "sgd, sam (sharpness-aware), or plain (the paper's: Adam; pass --learning-rate 0.001 "
+         "--epochs 10 for its settings)",
+         {"choices": ("fst", "sgd", "sam", "plain"), "default": fp.get("fine_tuning")}),
+        ("--prune-fraction", "fraction of the layer's channels to prune. Default: as many as "
+         "--max-accuracy-drop allows",
+         {"type": float, "metavar": "FRACTION", "default": fp.get("prune_fraction")}),
+        ("--max-accuracy-drop", "prune while the clean accuracy stays within this drop of the BadNet's",
+         {"type": float, "metavar": "DROP", "default": fp.get("max_accuracy_drop")}),
+        ("--max-fine-tuning-drop", "check fst/sam first on 20 %% of --clean held out: when a copy loses "
+         "more than this clean accuracy there, fine-tune with sgd instead (the head kept); 'none' "
+         "turns the check off",
+         {"type": drop_or_none, "metavar": "DROP", "default": fp.get("max_fine_tuning_drop")}),
+    ])
     _scan_options(repair, title="neural-cleanse (the trigger search before unlearning)")
 
     # ------------------------------------------------------------------ predict
-    predict = commands.add_parser(
-        "predict", parents=[common, _model_options(required=False)], formatter_class=_HelpFormatter,
+    predict = command(
+        "predict", model_required=False,
         help="print one label per image (N = poisoned)",
         description="Print one label per image: its class 0..N-1, or N (the number of "
         "classes) when the defense judges it poisoned (the CSAW-HackML-2020 format). "
@@ -322,8 +327,8 @@ def build_parser():
     )
 
     # ------------------------------------------------------------------ evaluate
-    evaluate = commands.add_parser(
-        "evaluate", parents=[common, _model_options(required=False)], formatter_class=_HelpFormatter,
+    evaluate = command(
+        "evaluate", model_required=False,
         help="clean accuracy, attack success and detection rates on CSAW .h5 files",
         description="Print the clean accuracy (CCA) and the share of clean inputs flagged "
         "(FRR) on --clean, and for each --poisoned file the attack success rate (ASR) and the "

@@ -8,8 +8,8 @@ errors ("... tfg_optimizer_hook.cc:135] ... has an empty op name") that are harm
 look like a crash. So, unless ``--verbose``:
 
 - ``TF_CPP_MIN_LOG_LEVEL=3`` (C++ errors hidden too), unless the user exported a level;
-  set before :mod:`skbackdoor._runtime` is imported, since that module may import
-  TensorFlow at once (to size its thread pools in a worker);
+  set (by :mod:`skbackdoor._log_level`) before :mod:`skbackdoor._runtime` is imported,
+  since that module may import TensorFlow at once (to size its thread pools in a worker);
 - file descriptor 2 (where C and C++ code write directly) sent to a temporary file while
   ``_runtime``, TensorFlow and Keras are imported, and replayed if an import fails;
 - TensorFlow's Python logger (the retracing warnings) and absl's set to errors only.
@@ -23,13 +23,15 @@ import os
 import sys
 import tempfile
 
+from .._log_level import QUIET_LOG_LEVEL, default_tensorflow_log_level
+
 __all__ = ["import_tensorflow_quietly"]
 
 
 def import_tensorflow_quietly():
     """Import skbackdoor's runtime settings, TensorFlow and Keras without their log lines."""
     if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        default_tensorflow_log_level(QUIET_LOG_LEVEL)
         with _StandardErrorCaptured() as captured:
             try:
                 from .. import _runtime  # noqa: F401  (may import TensorFlow)
