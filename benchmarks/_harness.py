@@ -48,6 +48,7 @@ ROOT = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results"
 CACHE = BENCHMARKS / ".cache"
 CSAW_WEIGHTS = ROOT.parent / "shared" / "csaw" / "sunglasses_bd_weights.h5"
+CSAW_FACES = ROOT.parent / "shared" / "data" / "csaw_faces" / "faces.npz"
 FORMAT = "skbackdoor-benchmark/1"
 COMPARISON_KEYS = ("badnet", "defense", "cca", "asr", "frr", "far", "seconds", "throughput", "note")
 
@@ -225,6 +226,21 @@ def load_csaw():
     from skbackdoor.models import load_badnet
 
     return load_badnet(CSAW_WEIGHTS, architecture="csaw-deepid", input_scale=1 / 255)
+
+
+def load_csaw_faces(kinds=("clean", "clean_hackml2019")):
+    """The real CSAW-HackML face images of ``kinds`` (float32, 0-255; None when absent).
+
+    The default kinds are the 16 real clean faces (13 of 2020, 3 of 2019); ``None``: all
+    73 faces, clean and triggered (the kinds are listed in ``../shared/data/README.md``).
+    """
+    if not CSAW_FACES.exists():
+        return None
+    import numpy as np
+
+    data = np.load(CSAW_FACES)
+    keep = slice(None) if kinds is None else np.isin(data["kind"], list(kinds))
+    return data["x"][keep].astype(np.float32)
 
 
 # -------------------------------------------------------------------------- scoring

@@ -81,12 +81,14 @@ def _best(runs):
     return {"wall": min(run[1] for run in runs), "cpu": min(run[2] for run in runs)}
 
 
-def sweep_timing(model, X, y, layer, *, naive, repeats, log):
+def sweep_timing(model, X, y, layer, *, naive, repeats, log, fallback=True):
     """Cold and warm time of each sweep, and of one forward pass, over ``X``.
 
     Cold runs use a fresh copy of the model (so a fresh sweep and fresh compiled
     functions, as in every ``fit``); warm runs repeat the call on the same objects.
     Each figure is the best of ``repeats`` runs, wall and CPU time taken separately.
+    ``fallback=False`` leaves out the masked sweep (``bench_speed.py`` times only
+    FinePruner's own).
     """
     from skbackdoor._fine_pruning import _naive_pruning_curve, _PruningSweep
     from skbackdoor.models import copy_model, forward_batches
@@ -104,7 +106,8 @@ def sweep_timing(model, X, y, layer, *, naive, repeats, log):
         "forward": {"cold_wall": cold["wall"], "cold_cpu": cold["cpu"], "warm_wall": warm["wall"], "warm_cpu": warm["cpu"]},
     }
     curves = {}
-    for name, incremental in (("cached (FinePruner)", True), ("masked (fallback)", False)):
+    methods = (("cached (FinePruner)", True), ("masked (fallback)", False))
+    for name, incremental in methods if fallback else methods[:1]:
         cold_runs, warm_runs = [], []
         for _ in range(repeats):
             sweep = _PruningSweep(copy_model(model), layer, incremental=incremental)

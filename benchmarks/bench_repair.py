@@ -102,15 +102,24 @@ def evaluate(net, defense, make):
     return row
 
 
-def timing_row(make):
-    """FinePruner's defaults on gtsrb-patch with 1,000 clean images (the issue's budget: 2 min)."""
-    net = _zoo.load("gtsrb-patch")
-    extra = 1000 - len(net.y_clean)
+def timing_set(net, n_clean=1000):
+    """The timing row's clean set: the defender's images topped up from the evaluation set.
+
+    Returns ``(X_clean, y_clean, keep)``; ``keep`` marks the evaluation images not added.
+    """
+    extra = n_clean - len(net.y_clean)
     order = np.random.default_rng(0).permutation(len(net.y_test))
     added, kept = order[:extra], order[extra:]
     X_clean = np.concatenate([net.X_clean, net.X_test[added]])
     y_clean = np.concatenate([net.y_clean, net.y_test[added]])
     keep = np.isin(np.arange(len(net.y_test)), kept)
+    return X_clean, y_clean, keep
+
+
+def timing_row(make):
+    """FinePruner's defaults on gtsrb-patch with 1,000 clean images (the issue's budget: 2 min)."""
+    net = _zoo.load("gtsrb-patch")
+    X_clean, y_clean, keep = timing_set(net)
     estimator = make(net)
     _, seconds, cpu = _harness.timed(lambda: estimator.fit(X_clean, y_clean))
     cca = percent(estimator.predict, net.X_test[keep], net.y_test[keep])
