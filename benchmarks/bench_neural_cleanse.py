@@ -248,8 +248,8 @@ def csaw_timing(*, quick, full_scan, log):
             learning_rate=defaults.trigger_learning_rate, cost=defaults.cost, seed=0, verbose=0,
             patience=stage["patience"],
         )
-        n_labels = 2 * search.chunk_size  # two whole chunks, as in a real scan
-        search.run(np.arange(search.chunk_size), 2, desc="warm-up")  # tracing, paid once per fit
+        n_labels = 2 * search.max_slots  # two full waves of slots, as in a real scan
+        search.run(np.arange(search.max_slots), 2, desc="warm-up")  # tracing, paid once per fit
         start, cpu_start = time.perf_counter(), time.process_time()
         search.run(np.arange(n_labels), timed_steps, desc=name)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -257,7 +257,7 @@ def csaw_timing(*, quick, full_scan, log):
         result[name] = {"timed_labels": n_labels, "timed_steps": timed_steps, "seconds": seconds,
                         "cpu_seconds": cpu_seconds,
                         "cpu_seconds_per_label_step": cpu_seconds / (n_labels * timed_steps),
-                        "batch_size": stage["batch_size"], "labels_per_chunk": search.chunk_size,
+                        "batch_size": stage["batch_size"], "labels_per_chunk": search.max_slots,
                         "seconds_per_label_step": per_label_step,
                         "images_per_s": n_labels * timed_steps * stage["batch_size"] / seconds}
         log(f"  CSAW {name}: {n_labels} labels x {timed_steps} steps in {seconds:.1f} s "
@@ -396,7 +396,7 @@ def write_report(result, quick):
             "",
             f"Real weights (`sunglasses_bd_weights.h5`, input scale 1/255). Inputs: {csaw['inputs']}: the cost "
             "of a step does not depend on the pixel values, so the timing holds; detection on such inputs "
-            "means nothing. Timed: two chunks of labels for a few steps after tracing; extrapolated linearly "
+            "means nothing. Timed: two full waves of labels for a few steps after tracing; extrapolated linearly "
             "to all labels and all steps (each step costs the same).",
             "",
             "| stage | images per label per step | labels per network call | timed | triggered images/s (forward + backward) | wall per label-step | CPU per label-step |",
