@@ -456,15 +456,7 @@ class FinePruner(BaseRepair):
                 "samples per class, change validation_fraction, or use "
                 "validation_fraction=None to measure the pruning curve on the fit data."
             )
-        from sklearn.model_selection import train_test_split
-
-        tune_rows, holdout_rows = train_test_split(
-            np.arange(len(y)),
-            test_size=n_holdout,
-            stratify=y,
-            random_state=rng.randint(np.iinfo(np.int32).max),
-        )
-        return np.sort(tune_rows), np.sort(holdout_rows)
+        return _held_out_split(y, self.validation_fraction, rng)  # stratified: checked above
 
     def _n_to_prune(self, accuracy):
         """Number of channels to prune; at least one channel always stays."""

@@ -324,6 +324,18 @@ def test_input_scale_accepts_fractions_and_refuses_nonsense(capsys):
         assert "--input-scale" in capsys.readouterr().err
 
 
+def test_max_fine_tuning_drop_takes_a_drop_or_none(capsys):
+    from skbackdoor.cli._parser import drop_or_none
+
+    assert drop_or_none("none") is None and drop_or_none("0.25") == 0.25
+    for bad in ("2", "-0.1", "ten", "nan"):
+        with pytest.raises(SystemExit):
+            main(["repair", "--model", "m.keras", "--clean", "c.h5", "--output", "g.joblib",
+                  "--max-fine-tuning-drop", bad])
+        err = capsys.readouterr().err
+        assert "--max-fine-tuning-drop" in err and "must be 'none' or a drop between 0 and 1" in err
+
+
 def test_input_offset_reaches_the_network(tmp_path, capsys):
     """``--input-offset`` and a per-channel ``--input-scale`` give the net (x - offset) * scale."""
     import keras

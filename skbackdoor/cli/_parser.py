@@ -125,7 +125,10 @@ def drop_or_none(text):
     """An accuracy drop in [0, 1], or "none" (FinePruner's fine-tuning check off)."""
     if str(text).lower() == "none":
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be 'none' or a drop between 0 and 1, got {text}")
     return value
