@@ -552,31 +552,34 @@ class NeuralCleanse(BaseRepair):
         radius = self.perturbation_size * max(high - low, 1e-12) * np.sqrt(X[0].size)
         perturbation = _UniversalPerturbation(model, X.shape[1:], pixel_range=self.pixel_range_) if universal else None
         residual_norms = []
-        for round_ in range(self.unlearning_rounds):
-            if round_ > 0 and labels.size:
-                # The minimal trigger is often a part of the attacker's: look for what
-                # still sends inputs to the label in the partly repaired model.
-                search = self._trigger_search(model, X, seed=(seed + 7919 * round_) % 2**31)
-                found = search.run(labels, self.steps, desc=f"residual trigger search, round {round_ + 1}")
-                del search  # its compiled state holds the slots' triggered images
-                residual_norms.append(found.norms)
-                masks = np.concatenate([masks, found.masks[..., np.newaxis]])
-                patterns = np.concatenate([patterns, found.patterns])
-            for _ in range(self.epochs):
-                order = rng.permutation(len(X))
-                X_epoch = X[order]
-                triggered = rng.choice(len(X), size=n_triggered, replace=False)
-                # One of the reversed triggers each, or (index len(masks)) the perturbation.
-                which = rng.integers(len(masks) + int(universal), size=n_triggered)
-                stamped, perturbed = triggered[which < len(masks)], triggered[which == len(masks)]
-                mask, pattern = masks[which[which < len(masks)]], patterns[which[which < len(masks)]]
-                X_epoch[stamped] = (1 - mask) * X_epoch[stamped] + mask * pattern
-                if universal:
-                    delta = perturbation.run(
-                        X, y, radius=radius, steps=UNIVERSAL_PERTURBATION_STEPS, batch_size=self.batch_size, rng=rng
-                    )
-                    X_epoch[perturbed] = np.clip(X_epoch[perturbed] + delta, low, high)
-                session.run(X_epoch, y[order], epochs=1, shuffle=False)
+        try:
+            for round_ in range(self.unlearning_rounds):
+                if round_ > 0 and labels.size:
+                    # The minimal trigger is often a part of the attacker's: look for what
+                    # still sends inputs to the label in the partly repaired model.
+                    search = self._trigger_search(model, X, seed=(seed + 7919 * round_) % 2**31)
+                    found = search.run(labels, self.steps, desc=f"residual trigger search, round {round_ + 1}")
+                    del search  # its compiled state holds the slots' triggered images
+                    residual_norms.append(found.norms)
+                    masks = np.concatenate([masks, found.masks[..., np.newaxis]])
+                    patterns = np.concatenate([patterns, found.patterns])
+                for _ in range(self.epochs):
+                    order = rng.permutation(len(X))
+                    X_epoch = X[order]
+                    triggered = rng.choice(len(X), size=n_triggered, replace=False)
+                    # One of the reversed triggers each, or (index len(masks)) the perturbation.
+                    which = rng.integers(len(masks) + int(universal), size=n_triggered)
+                    stamped, perturbed = triggered[which < len(masks)], triggered[which == len(masks)]
+                    mask, pattern = masks[which[which < len(masks)]], patterns[which[which < len(masks)]]
+                    X_epoch[stamped] = (1 - mask) * X_epoch[stamped] + mask * pattern
+                    if universal:
+                        delta = perturbation.run(
+                            X, y, radius=radius, steps=UNIVERSAL_PERTURBATION_STEPS, batch_size=self.batch_size, rng=rng
+                        )
+                        X_epoch[perturbed] = np.clip(X_epoch[perturbed] + delta, low, high)
+                    session.run(X_epoch, y[order], epochs=1, shuffle=False)
+        finally:
+            session.close()  # the recipe's finish hook: a plain model again
         self.history_ = {key: session.history.get(key, []) for key in ("loss", "accuracy")}
         self.residual_mask_norms_ = np.array(residual_norms).reshape(len(residual_norms), len(labels))
         return model

@@ -218,6 +218,21 @@ def test_one_round_is_the_papers_unlearning(patch_badnet):
     assert len(cleanse.history_["loss"]) == 1
 
 
+def test_unlearning_closes_its_fine_tuning_session(patch_badnet, monkeypatch):
+    # A recipe's finish hook undoes what it attached for training (train_step, penalties):
+    # the unlearning must run it once, on the repaired model, as fine_tune does.
+    import dataclasses
+
+    finished = []
+    plain = NeuralCleanse(model=patch_badnet.model, **TINY)._fine_tuning_recipe()
+    recipe = dataclasses.replace(plain, finish=finished.append)
+    monkeypatch.setattr(NeuralCleanse, "_fine_tuning_recipe", lambda self: recipe)
+    cleanse = NeuralCleanse(model=patch_badnet.model, unlearning_rounds=2, **TINY)
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert len(cleanse.history_["loss"]) == 2
+    assert finished == [cleanse.model_]
+
+
 def test_epochs_zero_keeps_the_model(patch_badnet):
     cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, epochs=0, random_state=0)
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
