@@ -15,6 +15,7 @@ false-rejection budget, as STRIP sets its own.
 """
 
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -32,6 +33,10 @@ __all__ = ["GoodNetClassifier"]
 
 # Calibration scores closer than this are one value: float32 softmax noise makes no rank.
 _SCORE_TIE = 1e-6
+# G answers with B' wherever it does not flag: a B' this much less accurate than the
+# BadNet on clean images makes G lose that accuracy too (FinePruner's fine-tuning check
+# uses the same budget).
+MAX_REPAIRED_DROP = 0.1
 
 
 def _is_fitted(estimator):
@@ -155,6 +160,13 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         (``frr=None``) or without a repaired model.
     n_calibration_ : int
         Number of clean images ``threshold_`` was set on (0 without a threshold).
+    repaired_check_ : dict or None
+        The repaired model's clean accuracy against the BadNet's on the calibration
+        images (the images held out when G fitted B' itself, else the fit images):
+        ``n_images``, ``held_out``, ``badnet_accuracy``, ``accuracy``, ``drop`` and
+        ``passed`` (``drop`` at most 0.1). ``fit`` warns when it did not pass: G answers
+        with B' wherever it does not flag, so it cannot be more accurate than B'.
+        None without a repaired model.
     pixel_range_ : tuple of float
         Minimum and maximum pixel value seen in ``fit``.
 
@@ -284,7 +296,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         y = check_labels(y, n_samples=len(X), n_classes=n_classes, min_classes=2, warn_missing=True)
         _check_detector(self.detector)
 
-        X_fit, y_fit, X_calibration = self._calibration_split(X, y)
+        X_fit, y_fit, X_calibration, y_calibration = self._calibration_split(X, y)
         self.repaired_ = self._fit_part(self.repaired, X_fit, y_fit)
         self.reference_ = self.badnet_ if self.reference is None else self._fit_part(self.reference, X_fit, y_fit)
         self.detector_ = self._fit_part(self.detector, X, None)
@@ -302,13 +314,18 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
                     )
             self.threshold_ = _budget_threshold(self._disagreement(X_calibration)[1], self.frr)
         self.n_calibration_ = len(X_calibration) if self.threshold_ is not None else 0
+        self.repaired_check_ = None
+        if self.repaired_ is not None:
+            self.repaired_check_ = self._check_repaired_accuracy(
+                X_calibration, y_calibration, held_out=X_calibration is not X
+            )
         return self
 
     def _calibration_split(self, X, y):
         """``X_fit, y_fit`` for the parts G fits, ``X_calibration`` for the threshold."""
         to_fit = [part for part in (self.repaired, self.reference) if _needs_fitting(part)]
         if self.repaired is None or self.frr is None or self.calibration_fraction is None or not to_fit:
-            return X, y, X
+            return X, y, X, y
         n_calibration = int(round(self.calibration_fraction * len(X)))
         if n_calibration < 1 or n_calibration >= len(X):
             raise ValueError(
@@ -317,8 +334,29 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
                 "both need at least one. Give more images or change calibration_fraction."
             )
         order = check_random_state(self.random_state).permutation(len(X))
-        calibration, rest = order[:n_calibration], np.sort(order[n_calibration:])
-        return X[rest], y[rest], X[np.sort(calibration)]
+        calibration, rest = np.sort(order[:n_calibration]), np.sort(order[n_calibration:])
+        return X[rest], y[rest], X[calibration], y[calibration]
+
+    def _check_repaired_accuracy(self, X, y, *, held_out):
+        """The ``repaired_check_`` of B' on clean images; warn when it fails."""
+        accuracy = float(np.mean(self._labels_of(self.repaired_, X) == y))
+        badnet_accuracy = float(np.mean(self._labels_of(self.badnet_, X) == y))
+        check = {
+            "n_images": len(X), "held_out": bool(held_out), "badnet_accuracy": badnet_accuracy,
+            "accuracy": accuracy, "drop": badnet_accuracy - accuracy,
+            "passed": bool(badnet_accuracy - accuracy <= MAX_REPAIRED_DROP),
+        }
+        if not check["passed"]:
+            where = "held out for the calibration" if held_out else "given to fit"
+            warnings.warn(
+                f"GoodNetClassifier: the repaired model answers {accuracy:.1%} of the {len(X)} clean "
+                f"images {where} correctly, against {badnet_accuracy:.1%} for the BadNet; the GoodNet "
+                "answers with it wherever it does not flag, so it loses that accuracy too. Give more "
+                "clean images (of every class), or a repair that keeps clean accuracy.",
+                UserWarning,
+                stacklevel=4,  # the user's call of fit, through _fit_context
+            )
+        return check
 
     def _fit_part(self, part, X, y):
         if part is None:

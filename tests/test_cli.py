@@ -208,12 +208,18 @@ def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files
     with warnings.catch_warnings():
         # The fallback is a result line, not a Python warning.
         warnings.filterwarnings("error", message="FinePruner", category=UserWarning)
+        warnings.filterwarnings("error", message="GoodNetClassifier: the repaired", category=UserWarning)
         status, out, err = run(
             capsys, "repair", "--model", model_path, "--clean", clean, "--output", output, "--epochs", "1",
             "--max-fine-tuning-drop", max_drop,
         )
     assert status == 0, err
-    repaired = joblib.load(output).repaired_
+    goodnet = joblib.load(output)
+    # GoodNet's own check of B' (on the images held out for its threshold) is a result line too.
+    goodnet_check = goodnet.repaired_check_
+    assert goodnet_check["held_out"]
+    assert ("GoodNet check: B' answers" in out) == (not goodnet_check["passed"])
+    repaired = goodnet.repaired_
     assert repaired.fine_tuning_ == used
     check = repaired.fine_tuning_check_
     if max_drop == "none":

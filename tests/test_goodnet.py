@@ -105,6 +105,29 @@ def test_a_keras_model_can_be_the_repaired_model(patch_badnet, pruner):
     np.testing.assert_array_equal(goodnet.predict(X), np.where(b != b_prime, 10, b_prime))
 
 
+def test_a_repaired_model_much_less_accurate_than_the_badnet_is_warned_about(patch_badnet, pruner, detector):
+    import warnings
+
+    import keras
+
+    broken = keras.models.clone_model(patch_badnet.model)  # fresh weights: about chance accuracy
+    broken.set_weights([np.zeros_like(w) for w in broken.get_weights()])
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    message = r"GoodNetClassifier: the repaired model answers .* of the \d+ clean images given to fit"
+    with pytest.warns(UserWarning, match=message) as caught:
+        goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=broken).fit(X, y)
+    assert caught[0].filename == __file__  # attributed to the user's call of fit
+    check = goodnet.repaired_check_
+    assert check["n_images"] == len(X) and not check["held_out"] and not check["passed"]
+    assert check["badnet_accuracy"] == pytest.approx(np.mean(goodnet.badnet_.predict(X, verbose=0).argmax(1) == y))
+    assert check["drop"] == pytest.approx(check["badnet_accuracy"] - check["accuracy"]) and check["drop"] > 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a B' as accurate as the BadNet: nothing to say
+        fine = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner.model_).fit(X, y)
+    assert fine.repaired_check_["passed"]
+    assert GoodNetClassifier(badnet=patch_badnet.model, detector=detector).fit(X, y).repaired_check_ is None
+
+
 def test_errors(patch_badnet, pruner, clean_net):
     X, y = patch_badnet.X_val, patch_badnet.y_val
     with pytest.raises(ValueError, match="at least one of repaired="):

@@ -197,6 +197,7 @@ def repair(args):
     with warnings.catch_warnings():
         # The guard's fallback is reported below, as a result line.
         warnings.filterwarnings("ignore", message="FinePruner: the .* fine-tuning cost", category=UserWarning)
+        warnings.filterwarnings("ignore", message="GoodNetClassifier: the repaired model answers", category=UserWarning)
         goodnet = GoodNetClassifier(badnet=model, repaired=repaired, random_state=args.random_state).fit(X, y)
     repaired = goodnet.repaired_
     joblib.dump(goodnet, args.output)
@@ -223,6 +224,14 @@ def repair(args):
         f"on the --clean data (labels: {labels_from}): accuracy of B {badnet_accuracy:.4f}, "
         f"of B' {repaired.score(X, y):.4f}; GoodNet flags {np.mean(goodnet_labels == goodnet.poisoned_label_):.4f}"
     )
+    check = goodnet.repaired_check_
+    if not check["passed"]:
+        print(
+            f"GoodNet check: B' answers {check['accuracy']:.4f} of the {check['n_images']} clean images "
+            f"{'held out for its threshold' if check['held_out'] else 'of --clean'} correctly, B "
+            f"{check['badnet_accuracy']:.4f}; the GoodNet loses that accuracy too (give more clean images of "
+            "every class)"
+        )
     print(f"GoodNet written to {args.output}")
     if args.save_model:
         Path(args.save_model).write_bytes(model_to_bytes(repaired.model_))
