@@ -382,9 +382,9 @@ class FinePruner(BaseRepair):
                 f"FinePruner: the {self.fine_tuning!r} fine-tuning cost {100 * (before - after):.1f} points "
                 f"of clean accuracy on {len(check_rows)} held-out images ({100 * before:.1f} % -> "
                 f"{100 * after:.1f} %; max_fine_tuning_drop={self.max_fine_tuning_drop}), so the "
-                f"{FALLBACK_RECIPE!r} recipe was used instead: it keeps clean accuracy but may leave the "
-                f"backdoor. With {len(y)} clean images for {n_classes} classes, NeuralCleanse is the "
-                "better repair; more clean images per class help FST.",
+                f"{FALLBACK_RECIPE!r} recipe was used instead: it keeps the head, which usually keeps clean "
+                f"accuracy, and may leave the backdoor. With {len(y)} clean images for {n_classes} classes, "
+                "NeuralCleanse is the better repair; more clean images per class help FST.",
                 UserWarning,
                 stacklevel=5,  # the user's fit (through _fit_context and BaseRepair.fit)
             )

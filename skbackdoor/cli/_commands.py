@@ -208,8 +208,8 @@ def repair(args):
         if check is not None:
             verdict = (
                 f"kept {check['recipe']}" if check["passed"] else
-                f"used {repaired.fine_tuning_} instead (clean accuracy kept, the backdoor may remain; with few "
-                "clean images per class, try --defense neural-cleanse)"
+                f"used {repaired.fine_tuning_} instead (head kept: clean accuracy usually kept, the backdoor may "
+                "remain; with few clean images per class, try --defense neural-cleanse)"
             )
             print(
                 f"fine-tuning check: {check['recipe']} lost {100 * check['drop']:.1f} points of clean accuracy "
