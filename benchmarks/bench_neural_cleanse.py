@@ -22,10 +22,10 @@ Usage: ``python benchmarks/bench_neural_cleanse.py [--quick] [--attacks patch,bl
    screening.
 
 ``--quick`` (about 70 s on 2 idle cores) uses the quick BadNets, the patch attack and
-the clean network only, no FinePruner rows (``bench_fine_pruning.py`` has them), the
-clean network's scan without its unlearning (``epochs=0``: the question there is whether
-anything is flagged; about 50 s less) and without the one-round unlearning row, and a
-shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
+the clean network only, no FinePruner rows (``bench_fine_pruning.py`` has them), no
+one-round (paper) unlearning rows, the clean network's scan without its unlearning
+(``epochs=0``: the question there is whether anything is flagged; about 50 s less), and
+a shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
 and two figures (reversed triggers and anomaly index of the patch BadNet).
 """
 
@@ -346,10 +346,11 @@ def write_report(result, quick):
         "whose class is not the target; for the clean network, the share of patch-triggered images sent to "
         f"label 0). NeuralCleanse defaults throughout: {settings}. "
         f"{fine_pruner_sentence}Goal on patch triggers: ASR <= {GOAL_ASR:.0%} with a CCA drop <= {GOAL_CCA_DROP * 100:.0f} "
-        "points. The row `unlearning_rounds=1` is the paper's unlearning on the same scan (one round, no "
-        "search for a residual trigger), to show what the later rounds of the default add."
-        + (" Quick mode: the clean network is scanned without unlearning (`epochs=0`), so its CCA and ASR "
-           "are the network's own." if quick else ""),
+        "points."
+        + (" The row `unlearning_rounds=1` is the paper's unlearning on the same scan (one round, no search for a "
+           "residual trigger), to show what the later rounds of the default add." if not quick else
+           " Quick mode: no `unlearning_rounds=1` (paper) rows, and the clean network is scanned without "
+           "unlearning (`epochs=0`), so its CCA and ASR are the network's own."),
         "",
         "## Detection",
         "",
@@ -487,10 +488,11 @@ def main():
         result["n_val"], result["n_test"] = len(data.X_val), len(data.X_test)
         log(f"{attack} {'network' if attack == 'clean' else 'BadNet'}")
         # Quick runs leave out FinePruner (bench_fine_pruning.py measures it on the same
-        # BadNets) and, on the clean network, the unlearning: its scan is the question.
+        # BadNets), the paper's unlearning and, on the clean network, the unlearning: its
+        # scan is the question.
         quick_clean = args.quick and attack == "clean"
         result["fashion"][attack], cleanse = evaluate(
-            data, attack, log, paper=not quick_clean, fine_pruner=not args.quick, unlearn=not quick_clean)
+            data, attack, log, paper=not args.quick, fine_pruner=not args.quick, unlearn=not quick_clean)
         result["fashion"][attack]["NeuralCleanse"]["unlearning"] = not quick_clean
         if attack == "patch":
             figures(cleanse, suffix)
