@@ -28,10 +28,10 @@ script          budget  quick mode
 train_badnet     15 s   the 15,000-image quick BadNet (cached after the first run)
 strip           100 s   quick BadNets, 2,500 evaluation images, 3 timing pairs
 fine_pruning    110 s   patch and pruning-aware BadNets, pruning only and fine-pruning
-neural_cleanse   80 s   patch BadNet and the clean net (scan only), CSAW extrapolation
+neural_cleanse   80 s   patch BadNet, the clean net (scan only), CSAW extrapolation
 goodnet          40 s   patch and blend BadNets, no grid timing
 repair          100 s   the defaults of each defense on 3 MNIST / Fashion-MNIST nets
-speed            80 s   2-candidate grid, 2,000 STRIP inputs, no NeuralCleanse rows
+speed            80 s   2-candidate grid, 2,000 STRIP inputs, no NeuralCleanse / memory
 (total)         525 s   leaves 75 s for a slower machine
 ==============  ======  ==========================================================
 
