@@ -22,7 +22,7 @@ Usage: ``python benchmarks/bench_fine_pruning.py [--quick] [--attacks patch,blen
    ``fit``) against a plain ``model.fit`` of the same network with the same optimiser,
    loss, metric, batch size and epochs (goal >= 0.9), timed per epoch by a callback.
 
-``--quick`` (about 100 s on 2 idle cores instead of 5 minutes) asks the same three
+``--quick`` (its time budget: ``run_all.QUICK_BUDGETS_S``) asks the same three
 questions with less: the quick BadNets (15,000 training images, 2 epochs), the repair
 on the patch BadNet and the pruning-aware one (the attack built against pruning) only,
 pruning only and fine-pruning (no fine-tuning-only or learning-rate rows), the sweeps on

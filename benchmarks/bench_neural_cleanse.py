@@ -21,10 +21,10 @@ Usage: ``python benchmarks/bench_neural_cleanse.py [--quick] [--attacks patch,bl
    (adds 10 to 30 minutes on 2 cores). Goal: under 15 minutes on 2 CPU cores with
    screening.
 
-``--quick`` (about 70 s on 2 idle cores) uses the quick BadNets, the patch attack and
+``--quick`` (its budget: ``run_all.QUICK_BUDGETS_S``) uses the quick BadNets, the patch attack and
 the clean network only, no FinePruner rows (``bench_fine_pruning.py`` has them), no
 one-round (paper) unlearning rows, the clean network's scan without its unlearning
-(``epochs=0``: the question there is whether anything is flagged; about 50 s less), and
+(``epochs=0``: the question there is whether anything is flagged; 45 s less in one loaded run), and
 a shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
 and two figures (reversed triggers and anomaly index of the patch BadNet).
 """

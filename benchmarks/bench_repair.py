@@ -13,8 +13,8 @@ Goal: ASR <= 2 % with a CCA drop <= 2 points on every BadNet.
 The defaults were chosen on the ``tuning`` half of the matrix; the ``report`` half was
 never used to choose anything. The full run measures both halves with every defense and
 the timing row (FinePruner's defaults on the 43-class GTSRB net with 1,000 clean images:
-the evaluation set loses the 575 images added to the clean set). ``--quick`` (about 80 s
-on 2 idle cores instead of 8 minutes for the report half) answers the same question, do
+the evaluation set loses the 575 images added to the clean set). ``--quick`` (its budget:
+``run_all.QUICK_BUDGETS_S``; the full report half took 8 minutes) answers the same question, do
 the defaults repair BadNets they were not chosen on, on a smaller subset: the defaults
 rows only (:data:`QUICK_DEFENSES`) on the fast report-half nets (:data:`QUICK_NAMES`,
 MNIST and Fashion-MNIST), no timing row.

@@ -35,14 +35,13 @@ Usage::
 
     python benchmarks/bench_strip.py            # full run (about 6 minutes on 2 idle cores
                                                 # once the BadNets are cached)
-    python benchmarks/bench_strip.py --quick    # about 100 s: see below
+    python benchmarks/bench_strip.py --quick    # less of each: see below
 
 ``--quick`` answers the same questions with less: the quick BadNets of ``_fashion.py``,
 no inset-patch BadNet, 3 interleaved timing pairs instead of 7, FRR / FAR on the first
 2,500 held-out clean and triggered images (instead of 5,000 and 4,500), fewer inputs for
-the speed rows, the sequential rows on the digits and Fashion-MNIST nets only (the CSAW
-net's STRIP speed stays in the speed rows), and memory on the CSAW net only (where its
-weights are present) at 2,000 and 10,000 inputs.
+the speed and sequential rows, and memory on the CSAW net only (where its weights are
+present) at 2,000 and 10,000 inputs.
 
 Writes ``benchmarks/results/strip.md``, ``strip.json`` and ``strip_entropy.png``
 (``--quick`` writes ``strip_quick.*``).
@@ -543,7 +542,7 @@ def write_report(results, suffix):
         lines += [
             "Quick mode: the quick BadNets (15,000 training images, 2 epochs), 3 interleaved timing pairs, "
             f"FRR / FAR on the first {QUICK_EVAL_IMAGES:,} held-out clean and triggered images, no inset-patch "
-            "BadNet, no sequential rows on the CSAW net, memory on one net; the full run (`python "
+            "BadNet, memory on one net; the full run (`python "
             "benchmarks/bench_strip.py`, `strip.md`) has them all.",
             "",
         ]
@@ -785,7 +784,7 @@ def main():
         "Fashion-MNIST patch BadNet (_fashion.py)", patch.model, patch.X_val, patch.X_test[:n_eval],
         patch.X_poisoned[:n_eval], args, log, timing_inputs=2048 if quick else 8192,
     )
-    if CSAW_WEIGHTS.exists() and not quick:
+    if CSAW_WEIGHTS.exists():
         results["sequential"] += sequential_section(
             "CSAW DeepID sunglasses (random uint8 inputs)", load_csaw(), csaw_inputs(1000, seed=1),
             csaw_inputs(500 if quick else 1000, seed=2), None, args, log,
