@@ -32,8 +32,8 @@ Rows:
   faces, repeated) and on the Fashion-MNIST patch BadNet's last convolution (goal <= 1.5x).
   The note splits a cold sweep (``_sweep_breakdown``) into the cached part of the
   network (traced and run once: on the Fashion-MNIST net nearly all of its work, so about
-  one forward pass by itself) and the pruning steps (their compiled loop traced, then
-  run; and run again once traced), each in cold forward passes.
+  one forward pass by itself) and the pruning steps (run, after tracing their compiled
+  loop where they have one, and run again), each in cold forward passes.
 - ``neural_cleanse``: a default ``NeuralCleanse`` fit on the 43-class ``gtsrb-patch``
   BadNet of ``_zoo.py`` with 1,000 clean images (``bench_repair.timing_set``; goal
   <= 300 s, the target flagged), and the default scan (``epochs=0``: no unlearning) of
@@ -367,8 +367,8 @@ def _sweep_breakdown(model, X, y, layer, repeats):
     """Where a cold sweep's time goes: ``{stage: best wall seconds}`` over ``repeats`` fresh copies.
 
     ``cache``: the network up to the cached tensors (its compiled function traced, then
-    run on ``X``); ``steps``: the pruning steps (their compiled loop traced, then run);
-    ``steps_warm``: the same steps again, with nothing left to trace.
+    run on ``X``); ``steps``: the pruning steps (their compiled loop, where they have one,
+    traced, then run); ``steps_warm``: the same steps again, with nothing left to trace.
     """
     from skbackdoor._pruning_sweep import _PruningSweep
     from skbackdoor.models import copy_model
