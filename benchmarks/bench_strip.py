@@ -35,7 +35,13 @@ Usage::
 
     python benchmarks/bench_strip.py            # full run (about 6 minutes on 2 idle cores
                                                 # once the BadNets are cached)
-    python benchmarks/bench_strip.py --quick    # fewer inputs, the quick BadNets, no inset patch
+    python benchmarks/bench_strip.py --quick    # less of each: see below
+
+``--quick`` answers the same questions with less: the quick BadNets of ``_fashion.py``,
+no inset-patch BadNet, 3 interleaved timing pairs instead of 7, FRR / FAR on the first
+2,500 held-out clean and triggered images (instead of 5,000 and 4,500), fewer inputs for
+the speed and sequential rows, and memory on the CSAW net only (where its weights are
+present) at 2,000 and 10,000 inputs.
 
 Writes ``benchmarks/results/strip.md``, ``strip.json`` and ``strip_entropy.png``
 (``--quick`` writes ``strip_quick.*``).
@@ -58,6 +64,7 @@ import _fashion  # the shared Fashion-MNIST BadNets
 import _harness
 
 CSAW_WEIGHTS = _harness.CSAW_WEIGHTS
+QUICK_EVAL_IMAGES = 2500
 RESULTS = _harness.RESULTS
 SEED = 0
 
@@ -530,6 +537,16 @@ def write_report(results, suffix):
         f"{results['machine']}. n_overlays={results['n_overlays']}, batch_size="
         f"{results['batch_size']} blended images per network call.",
         "",
+    ]
+    if suffix:
+        lines += [
+            "Quick mode: the quick BadNets (15,000 training images, 2 epochs), 3 interleaved timing pairs, "
+            f"FRR / FAR on the first {QUICK_EVAL_IMAGES:,} held-out clean and triggered images, no inset-patch "
+            "BadNet, memory on one net; the full run (`python "
+            "benchmarks/bench_strip.py`, `strip.md`) has them all.",
+            "",
+        ]
+    lines += [
         "## Speed (inputs/s)",
         "",
         "| net | STRIPDetector | limit (forward img/s / n_overlays) | ratio | time in forward pass | naive loop | speed-up vs naive | ART STRIP |",
@@ -678,7 +695,7 @@ def main():
     parser.add_argument("--n-overlays", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--frr", type=float, default=0.01)
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing pairs")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved timing pairs (default 7, quick 3)")
     parser.add_argument("--art-pool", type=int, default=None, help="images ART's mitigate runs on")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite strip.md from strip.json without measuring")
@@ -695,6 +712,8 @@ def main():
         write_report(record.get("data", record), suffix)
         return
     args.art_pool = args.art_pool or (100 if quick else 300)
+    args.repeats = args.repeats or (3 if quick else 7)
+    n_eval = QUICK_EVAL_IMAGES if quick else None  # quick: the first held-out clean / triggered images
     suffix = "_quick" if quick else ""
     started = time.perf_counter()
     load_at_start = os.getloadavg()[0]
@@ -735,8 +754,8 @@ def main():
     for trigger_name in attacks:
         net = inset_badnet(quick, log) if trigger_name == "patch-inset" else _fashion.badnet(trigger_name, quick=quick, log=log)
         models[trigger_name] = net.model
-        X_clean, y_clean = net.X_test, net.y_test
-        data = (net.X_val, X_clean, y_clean, net.X_poisoned, net.y_target)
+        X_clean, y_clean = net.X_test[:n_eval], net.y_test[:n_eval]
+        data = (net.X_val, X_clean, y_clean, net.X_poisoned[:n_eval], net.y_target[:n_eval])
         detection, section_scores = detection_section(
             trigger_name, net.model, data, args, log,
             art_subset=(100 if quick else 300) if trigger_name == "patch" else None,
@@ -762,8 +781,8 @@ def main():
     )
     patch = _fashion.badnet("patch", quick=quick, log=log)
     results["sequential"] += sequential_section(
-        "Fashion-MNIST patch BadNet (_fashion.py)", patch.model, patch.X_val, patch.X_test,
-        patch.X_poisoned, args, log, timing_inputs=4096 if quick else 8192,
+        "Fashion-MNIST patch BadNet (_fashion.py)", patch.model, patch.X_val, patch.X_test[:n_eval],
+        patch.X_poisoned[:n_eval], args, log, timing_inputs=2048 if quick else 8192,
     )
     if CSAW_WEIGHTS.exists():
         results["sequential"] += sequential_section(
@@ -780,9 +799,10 @@ def main():
     net_file.write_bytes(model_to_bytes(models["patch"]))
     sizes = (2000, 10000) if quick else (2000, 50000)
     try:
-        for label, net in (("CSAW DeepID", "csaw"), ("Fashion-MNIST CNN", str(net_file))):
-            if net == "csaw" and not CSAW_WEIGHTS.exists():
-                continue
+        nets = [("CSAW DeepID", "csaw")] if CSAW_WEIGHTS.exists() else []
+        if not (quick and nets):  # quick: the CSAW net only, where present
+            nets.append(("Fashion-MNIST CNN", str(net_file)))
+        for label, net in nets:
             for n_inputs in sizes:
                 row = measure_memory(net, n_inputs, args.n_overlays, args.batch_size)
                 row["net"] = label

@@ -18,6 +18,23 @@ then writes, next to them:
   BackdoorBench, the CSAW-HackML-2020 reports and the STRIP paper, with the differences
   of setting spelled out.
 
+``--quick`` must stay under :data:`QUICK_BUDGET_S` (600 s) in all on 2 idle cores. Each
+script's share, :data:`QUICK_BUDGETS_S` (the summary shows it beside each wall time; each
+script's docstring says what its quick mode leaves out):
+
+==============  ======  ==========================================================
+script          budget  quick mode
+==============  ======  ==========================================================
+train_badnet     15 s   the 15,000-image quick BadNet (cached after the first run)
+strip           120 s   quick BadNets, 2,500 evaluation images, 3 timing pairs
+fine_pruning    110 s   patch and pruning-aware BadNets, pruning only and fine-pruning
+neural_cleanse   80 s   patch BadNet, the clean net (scan only), CSAW extrapolation
+goodnet          40 s   patch and blend BadNets, no grid timing
+repair          100 s   the defaults of each defense on 3 MNIST / Fashion-MNIST nets
+speed            80 s   2-candidate grid, 2,000 STRIP inputs, no NeuralCleanse / memory
+(total)         545 s   leaves 55 s for a slower machine
+==============  ======  ==========================================================
+
 ``--collect-only`` skips running and rebuilds the comparison from the JSON files already
 in ``benchmarks/results`` (the summary of the last real run is kept). Logs of each script go to
 ``benchmarks/results/logs/``. Seeds are fixed inside each script; this runner adds
@@ -42,9 +59,12 @@ from _harness import BENCHMARKS, RESULTS, ROOT, environment_lines  # noqa: E402
 
 # The BadNets are trained first (other scripts may reuse what it caches), then each
 # defense; any other bench_*.py found is run after these, in name order.
-ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet", "speed"]
+ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet", "repair", "speed"]
 
 QUICK_BUDGET_S = 600
+# Each script's share of it, in seconds on 2 idle cores (the table of the docstring).
+QUICK_BUDGETS_S = {"train_badnet": 15, "strip": 120, "fine_pruning": 110, "neural_cleanse": 80, "goodnet": 40,
+                   "repair": 100, "speed": 80}
 
 # --------------------------------------------------------------------------- anchors
 
@@ -360,15 +380,19 @@ def write_reports(env, runs, rows, notes, suffix, *, write_summary=True):
 def _write_summary(env, runs, total, suffix):
     summary = ["# Benchmark summary", ""] + environment_lines(env) + [""]
     if runs:
+        quick = env["mode"] == "quick"
         summary += [
-            "| benchmark | command | status | wall time | report |",
-            "| --- | --- | --- | ---: | --- |",
+            "| benchmark | command | status | wall time |" + (" quick budget |" if quick else "") + " report |",
+            "| --- | --- | --- | ---: |" + (" ---: |" if quick else "") + " --- |",
         ]
         for run in runs:
             _, md_path = result_files(run["name"], suffix)
             report = f"`{md_path.name}`" if md_path else "none written"
             seconds = "" if run.get("seconds") is None else f"{run['seconds']:,.0f} s"
-            summary.append(f"| {run['name']} | `{run['command']}` | {run['status']} | {seconds} | {report} |")
+            budget = ""
+            if quick:
+                budget = f" {QUICK_BUDGETS_S[run['name']]} s |" if run["name"] in QUICK_BUDGETS_S else " - |"
+            summary.append(f"| {run['name']} | `{run['command']}` | {run['status']} | {seconds} |{budget} {report} |")
         summary += ["", f"Total wall time of the benchmark scripts: {total:,.0f} s."]
         if env["mode"] == "quick" and total > QUICK_BUDGET_S:
             summary.append(f"The quick mode exceeded its {QUICK_BUDGET_S} s budget on this machine.")

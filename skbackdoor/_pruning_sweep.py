@@ -27,7 +27,11 @@ recomputing them, and only the layers after those run once per pruning step.
 Otherwise (e.g. a ``BatchNormalization`` after the convolution) every step runs
 everything after the cached tensor on the masked tensor. In both cases the masked
 quantity is the convolution's output, exactly what
-:func:`~skbackdoor.models.prune_channels` zeroes.
+:func:`~skbackdoor.models.prune_channels` zeroes. When that linear layer is the
+classifier's ``Dense`` output (a small CNN's last convolution), nothing runs after it:
+all the steps are a few eager operations on every channel at once (when the outputs of
+all steps are no larger than the cached inputs), with no compiled loop to trace (tracing
+it cost about as much as running it, cold, as every ``fit`` runs it).
 """
 
 import numpy as np
@@ -301,8 +305,18 @@ class _PruningSweep:
             raise ValueError("The pruning sweep needs at least one image.")
         order = np.asarray(order, dtype=np.int32)
         width = self.n_classes + sum(int(np.prod(shape)) for shape in self.rest_input_shapes)
+        # A Dense output layer reading the channels: all steps at once, while their outputs
+        # are not larger than the cached inputs (not for many classes and channels).
+        source_size = sum(int(np.prod(shape)) for shape in self.source_shapes)
+        dense_output = (
+            self._identity_rest and not self.frontier[0].is_conv and n_steps * self.n_classes <= source_size
+        )
+        if dense_output:  # the inputs' channel blocks, float64 sums and outputs of every step
+            width = source_size + 4 * n_steps * self.n_classes
         rows_per_block = int(min(n, max(1, floats_per_call // width)))
-        if self.frontier is None:
+        if dense_output:
+            sweep = None
+        elif self.frontier is None:
             sweep = self._compiled("masked", self._masked_sweep_function)
         else:
             sweep = self._compiled("incremental", self._incremental_sweep_function)
@@ -316,6 +330,11 @@ class _PruningSweep:
             for block in iter_batches(n, rows_per_block):
                 block_rows = rows[block]
                 parts = [tensor[block_rows] for tensor in cache.tensors]
+                if dense_output:
+                    correct += self._dense_output_counts(parts[0], channels, y[block_rows])
+                    if update is not None:
+                        update(len(block_rows))
+                    continue
                 sources = [tf.constant(part) for part in parts]
                 extra = []
                 if self.frontier is not None:
@@ -331,6 +350,22 @@ class _PruningSweep:
                 if update is not None:
                     update(len(block_rows))
         return correct[::-1] / n
+
+    def _dense_output_counts(self, source, channels, labels):
+        """Correct predictions per step when the one frontier layer is the ``Dense`` output.
+
+        The steps of the compiled loop (pre-activations summed in float64 over the channels
+        put back, in that order; bias and activation in float32), for all steps at once.
+        """
+        import tensorflow as tf
+
+        (reader,) = self.frontier
+        blocks = tf.transpose(tf.reshape(source, (len(source), reader.repeats, self.n_channels)), (2, 0, 1))
+        contributions = tf.cast(tf.matmul(blocks, reader.channel_kernels), tf.float64)  # (C, rows, units)
+        put_back = tf.math.cumsum(tf.gather(contributions, channels[:-1]), axis=0)  # the last is never put back
+        pre_activations = tf.concat([tf.zeros_like(put_back[:1]), put_back], axis=0)  # (steps, rows, units)
+        predicted = tf.argmax(_activate(reader.layer, tf.cast(pre_activations, tf.float32)), axis=-1)
+        return np.asarray(tf.reduce_sum(tf.cast(predicted == labels, tf.int64), axis=1))
 
     def _compiled(self, name, build):
         """Build each compiled function once per sweep, so repeated calls skip tracing."""

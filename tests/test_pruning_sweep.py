@@ -65,3 +65,24 @@ def test_building_the_sweep_leaves_the_model(net_and_data):
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert sweep.frontier is not None and [part.layer.name for part in sweep.frontier] == [model.layers[-1].name]
+
+
+def test_a_dense_classifier_reading_the_channels_needs_no_compiled_loop(net_and_data):
+    model, X, y = net_and_data
+    sweep = _PruningSweep(model, "conv")
+    cache, sums = sweep.cache(X)
+    order = np.argsort(sums, kind="stable")
+    np.testing.assert_array_equal(sweep.accuracy_curve(cache, y, order), _naive_pruning_curve(model, "conv", X, y, order))
+    assert "incremental" not in sweep._functions  # the steps ran as eager operations, nothing was traced
+
+    # A hidden Dense layer between: the frontier is not the output, the compiled loop runs.
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(keras.layers.Rescaling(1 / 16)(inputs))
+    x = keras.layers.Dense(12, activation="relu")(keras.layers.Flatten()(x))
+    deeper = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    sweep = _PruningSweep(deeper, "conv")
+    cache, sums = sweep.cache(X)
+    order = np.argsort(sums, kind="stable")
+    np.testing.assert_array_equal(sweep.accuracy_curve(cache, y, order), _naive_pruning_curve(deeper, "conv", X, y, order))
+    assert "incremental" in sweep._functions
