@@ -4,7 +4,11 @@ TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it is first imported, so th
 default has to be set before any ``import keras``: every skbackdoor module that imports
 Keras imports this module first, which sets it through :mod:`skbackdoor._log_level`
 (the command line sets its quieter level there before importing this module). A
-value the user exported is left alone.
+value the user exported is left alone. This module then imports TensorFlow itself,
+without the lines its runtime prints at start-up whatever the level
+(:mod:`skbackdoor._stderr`), unless the level was set before (by the user: then
+they asked for TensorFlow's own output; or by the command line, which silences the
+import itself).
 
 TensorFlow's thread pools are sized once too, before its first operation: in a joblib
 (loky) or Dask worker this module sizes them to the worker's share of the cores (see
@@ -15,9 +19,26 @@ import os
 import sys
 import warnings
 
-from ._log_level import LIBRARY_LOG_LEVEL, default_tensorflow_log_level
+from ._log_level import LIBRARY_LOG_LEVEL, LOG_LEVEL_VARIABLE, default_tensorflow_log_level
+from ._stderr import CapturedStandardError, without_start_up_lines
 
+_LEVEL_SET_BEFORE = LOG_LEVEL_VARIABLE in os.environ
 default_tensorflow_log_level(LIBRARY_LOG_LEVEL)
+
+
+def _import_tensorflow():
+    """Import TensorFlow and Keras; unless a log level was set before this module's, drop
+    the lines TensorFlow's runtime prints at start-up whatever the level (anything else it
+    writes on stderr meanwhile is passed on)."""
+    if "tensorflow" in sys.modules or _LEVEL_SET_BEFORE:
+        import keras  # noqa: F401
+        return
+    with CapturedStandardError(passed_on=without_start_up_lines):
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+_import_tensorflow()
 
 
 # ------------------------------------------------------------------ thread sizing

@@ -29,9 +29,11 @@ _USER_ERRORS = (CommandError, FileNotFoundError, IsADirectoryError, PermissionEr
 def main(argv=None):
     """Entry point of the ``skbackdoor`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if not args.verbose:
-        from ._quiet import import_tensorflow_quietly
+    from ._quiet import import_tensorflow_quietly, import_tensorflow_verbosely
 
+    if args.verbose:
+        import_tensorflow_verbosely()
+    else:
         import_tensorflow_quietly()
     from ._commands import COMMANDS
 

@@ -9,37 +9,36 @@ look like a crash. So, unless ``--verbose``:
 
 - ``TF_CPP_MIN_LOG_LEVEL=3`` (C++ errors hidden too), unless the user exported a level;
   set (by :mod:`skbackdoor._log_level`) before :mod:`skbackdoor._runtime` is imported,
-  since that module may import TensorFlow at once (to size its thread pools in a worker);
+  since that module imports TensorFlow;
 - file descriptor 2 (where C and C++ code write directly) sent to a temporary file while
-  ``_runtime``, TensorFlow and Keras are imported, and replayed if an import fails;
+  ``_runtime``, TensorFlow and Keras are imported (:mod:`skbackdoor._stderr`), and
+  replayed if an import fails;
 - TensorFlow's Python logger (the retracing warnings) and absl's set to errors only.
 
 Numerical results are unchanged. Once TensorFlow is imported (e.g. ``main`` called from
-Python), only the Python loggers are quieted.
+Python), only the Python loggers are quieted. With ``--verbose`` the level is the
+library's (unless exported), set before :mod:`skbackdoor._runtime` is imported, so that
+TensorFlow's start-up lines are not filtered either.
 """
 
 import logging
-import os
 import sys
-import tempfile
 
-from .._log_level import QUIET_LOG_LEVEL, default_tensorflow_log_level
+from .._log_level import LIBRARY_LOG_LEVEL, QUIET_LOG_LEVEL, default_tensorflow_log_level
+from .._stderr import CapturedStandardError
 
-__all__ = ["import_tensorflow_quietly"]
+__all__ = ["import_tensorflow_quietly", "import_tensorflow_verbosely"]
 
 
 def import_tensorflow_quietly():
     """Import skbackdoor's runtime settings, TensorFlow and Keras without their log lines."""
     if "tensorflow" not in sys.modules:
         default_tensorflow_log_level(QUIET_LOG_LEVEL)
-        with _StandardErrorCaptured() as captured:
-            try:
-                from .. import _runtime  # noqa: F401  (may import TensorFlow)
-                import keras  # noqa: F401
-                import tensorflow  # noqa: F401
-            except BaseException:
-                captured.replay = True
-                raise
+        # Nothing is written back unless an import fails.
+        with CapturedStandardError(passed_on=lambda text: ""):
+            from .. import _runtime  # noqa: F401  (imports TensorFlow)
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         from absl import logging as absl_logging
@@ -48,24 +47,8 @@ def import_tensorflow_quietly():
     absl_logging.set_verbosity(absl_logging.ERROR)
 
 
-class _StandardErrorCaptured:
-    """Send file descriptor 2 to a temporary file; write it back to stderr if ``replay``."""
-
-    replay = False
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc_info):
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        if self.replay:
-            self._file.seek(0)
-            sys.stderr.write(self._file.read().decode(errors="replace"))
-        self._file.close()
-        return False
+def import_tensorflow_verbosely():
+    """``--verbose``: import TensorFlow with every line it prints at start-up."""
+    if "tensorflow" not in sys.modules:
+        default_tensorflow_log_level(LIBRARY_LOG_LEVEL)  # a level set before _runtime: nothing filtered
+        from .. import _runtime  # noqa: F401  (imports TensorFlow)
