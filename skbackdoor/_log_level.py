@@ -3,7 +3,7 @@
 TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it is first imported, so a level
 has to be set before any ``import tensorflow`` or ``import keras``. This module imports
 neither, unlike :mod:`skbackdoor._runtime` (which sets the library's level on import,
-then may import TensorFlow at once to size its thread pools in a worker), so the
+then imports TensorFlow at once), so the
 command line can ask for its quieter level before anything imports TensorFlow. The
 first level set wins, and a level the user exported is left alone.
 """
