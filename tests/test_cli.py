@@ -392,6 +392,7 @@ def test_repair_chooses_the_fine_tuning_recipe():
     common = ["repair", "--model", "m.keras", "--clean", "c.h5", "--output", "g.joblib"]
     assert build_parser().parse_args(common).fine_tuning == "fst"
     assert build_parser().parse_args([*common, "--fine-tuning", "plain"]).fine_tuning == "plain"
+    assert build_parser().parse_args([*common, "--fine-tuning", "lda"]).fine_tuning == "lda"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*common, "--fine-tuning", "adam"])
 

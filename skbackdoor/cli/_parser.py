@@ -293,9 +293,10 @@ def build_parser():
          "the paper and the CSAW-HackML reports)",
          {"metavar": "NAME"}),
         ("--fine-tuning", "fine-tuning recipe after pruning: fst (head re-initialised, alignment penalty), "
-         "sgd, sam (sharpness-aware), or plain (the paper's: Adam; pass --learning-rate 0.001 "
-         "--epochs 10 for its settings)",
-         {"choices": ("fst", "sgd", "sam", "plain"), "default": fp.get("fine_tuning")}),
+         "sgd, sam (sharpness-aware), plain (the paper's: Adam; pass --learning-rate 0.001 "
+         "--epochs 10 for its settings), or lda (no training: the head re-fitted in closed form on the "
+         "clean features; measured best with --prune-fraction 0)",
+         {"choices": ("fst", "sgd", "sam", "plain", "lda"), "default": fp.get("fine_tuning")}),
         ("--prune-fraction", "fraction of the layer's channels to prune. Default: as many as "
          "--max-accuracy-drop allows",
          {"type": float, "metavar": "FRACTION", "default": fp.get("prune_fraction")}),
