@@ -59,6 +59,9 @@ DEFENSES = {
     "FinePruner (plain: the paper's recipe)": _fine_pruner(fine_tuning="plain", learning_rate=1e-3, epochs=10),
     "FinePruner (defaults)": _fine_pruner(),
     "FinePruner (FST without its check)": _fine_pruner(max_fine_tuning_drop=None),
+    "FinePruner (lda: head re-fitted after pruning)": _fine_pruner(fine_tuning="lda"),
+    "FinePruner (lda after pruning, without its check)": _fine_pruner(fine_tuning="lda", max_fine_tuning_drop=None),
+    "FinePruner (lda, no pruning)": _fine_pruner(fine_tuning="lda", prune_fraction=0.0),
     "NeuralCleanse (defaults)": _neural_cleanse(),
 }
 
