@@ -250,6 +250,10 @@ def calibrated_rows(net, log):
     cleansed = NeuralCleanse(model=net.model, random_state=0).fit(X_fit, y_fit)
     cleanse_seconds = time.perf_counter() - start
     rows["B' alone (NeuralCleanse defaults)"] = evaluate(cleansed.predict, net, n)
+    start = time.perf_counter()
+    refitted = FinePruner(model=net.model, fine_tuning="lda", prune_fraction=0.0, random_state=0).fit(X_fit, y_fit)
+    refit_seconds = time.perf_counter() - start
+    rows["B' alone (FinePruner lda, no pruning)"] = evaluate(refitted.predict, net, n)
     b0 = FinePruner(model=net.model, prune_fraction=0.1, epochs=0, random_state=0).fit(X_fit, y_fit)
     strip = STRIPDetector(model=net.model, random_state=0).fit(net.X_val)
     variants = {
@@ -261,12 +265,16 @@ def calibrated_rows(net, log):
         "G with STRIP only (defaults)": dict(detector=strip),
         "G(B, B'=NeuralCleanse) calibrated (frr=0.01)": dict(repaired=cleansed),
         "G(B, B'=NeuralCleanse) calibrated + STRIP (defaults)": dict(repaired=cleansed, detector=strip),
+        "G(B, B'=FinePruner lda) calibrated (frr=0.01)": dict(repaired=refitted),
+        "G(B, B'=FinePruner lda) calibrated + STRIP (defaults)": dict(repaired=refitted, detector=strip),
     }
     for name, parts in variants.items():
         start = time.perf_counter()
         goodnet = GoodNetClassifier(badnet=net.model, **parts).fit(X_cal, y_cal)
         row = evaluate(goodnet.predict, net, n)
-        fitted = {id(repaired): repair_seconds, id(cleansed): cleanse_seconds}.get(id(parts.get("repaired")), 0.0)
+        fitted = {id(repaired): repair_seconds, id(cleansed): cleanse_seconds, id(refitted): refit_seconds}.get(
+            id(parts.get("repaired")), 0.0
+        )
         row["seconds"] = time.perf_counter() - start + fitted
         row["calibration_rejected"] = float(np.mean(goodnet.predict(X_cal) == n))
         rows[name] = row
