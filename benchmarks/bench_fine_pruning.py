@@ -71,7 +71,11 @@ def repair(data, log, *, learning_rates=(), fine_tuning_only=True):
     if not fine_tuning_only:
         del variants["fine-tuning only"]
     for learning_rate in learning_rates:
-        variants[f"fine-pruning, learning_rate={learning_rate:g} (not the default)"] = {"learning_rate": learning_rate}
+        if learning_rate != FinePruner().learning_rate:
+            variants[f"fine-pruning, learning_rate={learning_rate:g} (not the default)"] = {"learning_rate": learning_rate}
+    variants["head re-fit only, fine_tuning='lda', prune_fraction=0 (not the default)"] = {
+        "fine_tuning": "lda", "prune_fraction": 0.0,
+    }
     for name, params in variants.items():
         pruner = FinePruner(model=data.model, random_state=0, **params)
         _, seconds, _ = timed(lambda: pruner.fit(data.X_val, data.y_val))
@@ -412,7 +416,7 @@ def main():
         result["n_val"], result["n_test"] = len(data.X_val), len(data.X_test)
         log(f"{attack} BadNet")
         # Full runs add a learning-rate sensitivity check: the trade-off behind the default.
-        result["repair"][attack] = repair(data, log, learning_rates=() if args.quick else (3e-3, 1e-2),
+        result["repair"][attack] = repair(data, log, learning_rates=() if args.quick else (3e-3, 3e-2),
                                           fine_tuning_only=not args.quick)
 
     patch = _fashion.badnet("patch", quick=args.quick, log=log)
