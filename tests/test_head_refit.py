@@ -156,3 +156,20 @@ def test_fine_pruner_lda_refuses_a_head_it_cannot_refit(digits):
     model = keras.Model(inputs, x)
     with pytest.raises(ValueError, match="linear or softmax head"):
         FinePruner(model=model, fine_tuning="lda", prune_fraction=0.25).fit(X[:200], y[:200])
+
+
+def test_the_head_refit_is_grid_searchable_and_round_trips(patch_badnet, tmp_path):
+    import joblib
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(
+        FinePruner(model=patch_badnet.model, prune_fraction=0.0, epochs=1, random_state=0),
+        {"fine_tuning": ["sgd", "lda"]},
+        cv=2,
+    ).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert search.cv_results_["param_fine_tuning"].tolist() == ["sgd", "lda"]
+    fitted = clone(search.best_estimator_).set_params(fine_tuning="lda").fit(patch_badnet.X_val, patch_badnet.y_val)
+    joblib.dump(fitted, tmp_path / "pruner.joblib")
+    loaded = joblib.load(tmp_path / "pruner.joblib")
+    np.testing.assert_array_equal(loaded.predict_proba(patch_badnet.X_test), fitted.predict_proba(patch_badnet.X_test))
