@@ -52,6 +52,8 @@ def parse_args():
     parser.add_argument("--learning-rates", default="0.001,0.01", help="--zoo: the tuning grid's learning rates")
     parser.add_argument("--prune-fractions", default="0.25,0.5", help="--zoo: the tuning grid's prune fractions")
     parser.add_argument("--recipes", default="sgd,fst", help="--zoo: the tuning grid's fine-tuning recipes")
+    parser.add_argument("--head-refit-prune-fractions", default="0,0.25",
+                        help="--zoo: prune fractions of the tuning grid's fine_tuning='lda' candidates ('' for none)")
     parser.add_argument("--output", default="goodnet_calibration", help="--zoo: results/<output>.md|json")
     parser.add_argument("--tuning-only", action="store_true", help="--zoo: skip the G rows")
     parser.add_argument("--rows-only", action="store_true", help="--zoo: skip the tuning check")
@@ -308,7 +310,7 @@ def tuning_check(net, grid, log):
         "true": best_cca_under_asr(TUNING_MAX_ASR, asr_key="true_asr")(results),
     }
     out = {
-        "grid": {k: list(v) for k, v in grid.items()},
+        "grid": [{k: list(v) for k, v in part.items()} for part in _grid_parts(grid)],
         "cv_surrogate_asr": [float(-v) for v in results["mean_test_asr"]],
         "cv_true_asr": [float(-v) for v in results["mean_test_true_asr"]],
         "cv_cca": [float(v) for v in results["mean_test_cca"]],
@@ -325,6 +327,11 @@ def tuning_check(net, grid, log):
     log(f"  {net.name:20s} tuning: surrogate pick {out['surrogate_pick']} true ASR {out['surrogate_pick_true_asr']:.4f}; "
         f"true pick {out['true_pick']} true ASR {out['true_pick_true_asr']:.4f}")
     return out
+
+
+def _grid_parts(grid):
+    """The dicts of a ``param_grid`` (a dict, or a list of dicts as GridSearchCV takes)."""
+    return [grid] if isinstance(grid, dict) else list(grid)
 
 
 def _short_params(params):
@@ -389,11 +396,17 @@ def write_zoo_report(result, command):
 
 def main_zoo(args):
     log = _harness.log
-    grid = {
+    grid = [{
         "repaired__prune_fraction": [float(v) for v in args.prune_fractions.split(",")],
         "repaired__learning_rate": [float(v) for v in args.learning_rates.split(",")],
         "repaired__fine_tuning": args.recipes.split(","),
-    }
+    }]
+    if args.head_refit_prune_fractions:
+        # The closed-form head re-fit has no learning rate: its own sub-grid.
+        grid.append({
+            "repaired__prune_fraction": [float(v) for v in args.head_refit_prune_fractions.split(",")],
+            "repaired__fine_tuning": ["lda"],
+        })
     command = "python benchmarks/bench_goodnet.py " + " ".join(sys.argv[1:])
     result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "output": args.output,
               "rows": {}, "tuning": {}}

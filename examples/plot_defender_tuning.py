@@ -69,8 +69,10 @@ print(f"suspected target: {y_surrogate[0]}; the BadNet answers it on {surrogate_
 # %%
 # Tune the GoodNet
 # ----------------
-# The repaired model's pruned fraction and learning rate are searched; the refit rule
-# keeps the best clean accuracy among the settings whose surrogate ASR is at most 5 %.
+# The repaired model's pruned fraction and learning rate are searched, and so is the
+# closed-form head re-fit (``fine_tuning="lda"``, which has no learning rate: its own
+# sub-grid); the refit rule keeps the best clean accuracy among the settings whose
+# surrogate ASR is at most 5 %.
 # ``N`` (here 10) is the label the GoodNet answers for inputs it judges poisoned; it
 # holds out 20 % of each training fold to set its false-rejection budget (``frr=0.01``).
 scoring = surrogate_backdoor_scoring(badnet, X_clean, y_clean, steps=300, random_state=0)
@@ -81,7 +83,10 @@ goodnet = GoodNetClassifier(
 )
 search = GridSearchCV(
     goodnet,
-    {"repaired__prune_fraction": [0.25, 0.5], "repaired__learning_rate": [1e-3, 1e-2]},
+    [
+        {"repaired__prune_fraction": [0.25, 0.5], "repaired__learning_rate": [1e-3, 1e-2]},
+        {"repaired__prune_fraction": [0.0], "repaired__fine_tuning": ["lda"]},
+    ],
     scoring=scoring,
     refit=best_cca_under_asr(0.05),
     cv=2,
