@@ -90,10 +90,10 @@ class FinePruner(BaseRepair):
         ``"lda"``: no gradient steps, the classifier head is re-fitted in closed form
         as a linear discriminant on the pruned network's features of the clean images
         (each class's covariance shrunk towards a multiple of the identity by
-        Ledoit-Wolf; :mod:`skbackdoor._head_refit`), every other weight kept. It needs a ``Dense`` head, or a
-        1x1 convolution followed by global average pooling, with a linear or softmax
-        activation; ``learning_rate``, ``epochs`` and the other recipe parameters do
-        not apply. See Notes.
+        Ledoit-Wolf; :mod:`skbackdoor._head_refit`), every other weight kept. It needs a
+        head with a bias: a ``Dense`` layer with a linear or softmax activation, or a
+        linear 1x1 convolution followed by global average pooling; ``learning_rate``,
+        ``epochs`` and the other recipe parameters do not apply. See Notes.
         ``"plain"``: Adam at a fixed learning rate; **the paper's recipe** is
         ``fine_tuning="plain", learning_rate=1e-3, epochs=10`` (the defaults before
         the recipes came). ``"sgd"``: BackdoorBench's

@@ -28,6 +28,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras  # noqa: E402
 
 from ._fine_tuning import classifier_head  # noqa: E402
+from ._forward import forward_batches  # noqa: E402
 from ._graph import layer_output_in_graph, tensor_consumers  # noqa: E402
 
 __all__ = ["head_features", "linear_discriminant", "refit_head", "refittable_head"]
@@ -39,49 +40,45 @@ UNSEEN_CLASS_MARGIN = 1e4
 def refittable_head(model):
     """The head :func:`refit_head` can re-fit, or raise ``ValueError`` saying why not.
 
-    A ``Dense`` layer, or a 1x1 ``Conv2D`` whose output only goes through a
-    ``GlobalAveragePooling2D`` (a network-in-network head: averaging commutes with a
-    1x1 convolution, so it is a linear head on the averaged features). Its activation
-    must be linear or a softmax (the model's probabilities are then the
-    discriminant's posterior).
+    A ``Dense`` layer with a linear or softmax activation (the model's probabilities
+    are then the discriminant's posterior), or a 1x1 ``Conv2D`` with a linear
+    activation whose output only goes through a ``GlobalAveragePooling2D`` (a
+    network-in-network head: averaging commutes with a linear 1x1 convolution, so it is
+    a linear head on the averaged features). The head needs a bias for the
+    discriminant's intercepts.
     """
     head = classifier_head(model)
     activation = getattr(head, "activation", None)
-    if activation not in (None, keras.activations.linear, keras.activations.softmax):
-        raise ValueError(
-            f"The classifier head {head.name!r} uses the activation "
-            f"{getattr(activation, '__name__', activation)}; re-fitting it needs a linear or softmax head."
-        )
+    linear = activation in (None, keras.activations.linear)
     if isinstance(head, keras.layers.Dense):
-        return head
-    if isinstance(head, keras.layers.Conv2D) and tuple(head.kernel_size) == (1, 1):
-        users = tensor_consumers(model).get(id(layer_output_in_graph(model, head)), [])
-        if users and all(isinstance(node.operation, keras.layers.GlobalAveragePooling2D) for node in users):
-            return head
-    raise ValueError(
-        f"The classifier head {head.name!r} ({type(head).__name__}) is neither a Dense layer nor a 1x1 "
-        "convolution followed by global average pooling, so it cannot be re-fitted as a linear head."
-    )
+        if not (linear or activation is keras.activations.softmax):
+            raise ValueError(
+                f"The classifier head {head.name!r} uses the activation "
+                f"{getattr(activation, '__name__', activation)}; re-fitting it needs a linear or softmax head."
+            )
+    elif not (isinstance(head, keras.layers.Conv2D) and tuple(head.kernel_size) == (1, 1) and linear
+              and _only_global_average_pooling_reads(model, head)):
+        raise ValueError(
+            f"The classifier head {head.name!r} ({type(head).__name__}) is neither a Dense layer nor a linear "
+            "1x1 convolution followed by global average pooling, so it cannot be re-fitted as a linear head."
+        )
+    if getattr(head, "bias", None) is None:
+        raise ValueError(f"The classifier head {head.name!r} has no bias to hold the discriminant's intercepts.")
+    return head
+
+
+def _only_global_average_pooling_reads(model, layer):
+    users = tensor_consumers(model).get(id(layer_output_in_graph(model, layer)), [])
+    return bool(users) and all(isinstance(node.operation, keras.layers.GlobalAveragePooling2D) for node in users)
 
 
 def head_features(model, X, *, batch_size=256):
     """Inputs of the classifier head on ``X``, flattened (spatially averaged for a 1x1 convolution)."""
     head = refittable_head(model)
-    extractor = keras.Model(model.inputs, head.input)
-    call = _compiled(extractor)
-    parts = []
-    for start in range(0, len(X), batch_size):
-        values = np.asarray(call(np.asarray(X[start : start + batch_size], dtype=np.float32)), dtype=np.float64)
-        if isinstance(head, keras.layers.Conv2D):
-            values = values.mean(axis=(1, 2))
-        parts.append(values.reshape(len(values), -1))
-    return np.concatenate(parts) if parts else np.empty((0, int(np.prod(head.input.shape[1:]))))
-
-
-def _compiled(model):
-    import tensorflow as tf
-
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    values = forward_batches(keras.Model(model.inputs, head.input), X, batch_size=batch_size).astype(np.float64)
+    if isinstance(head, keras.layers.Conv2D):
+        values = values.mean(axis=(1, 2))
+    return values.reshape(len(values), -1)
 
 
 def linear_discriminant(features, y, n_classes):
@@ -158,8 +155,5 @@ def refit_head(model, X, y, *, batch_size=256):
     n_classes = int(head.kernel.shape[-1])
     coef, intercept = linear_discriminant(head_features(model, X, batch_size=batch_size), y, n_classes)
     head.kernel.assign(coef.reshape(tuple(head.kernel.shape)).astype(head.kernel.dtype))
-    if getattr(head, "bias", None) is not None:
-        head.bias.assign(intercept.astype(head.bias.dtype))
-    elif np.ptp(intercept) > 0:
-        raise ValueError(f"The classifier head {head.name!r} has no bias to hold the discriminant's intercepts.")
+    head.bias.assign(intercept.astype(head.bias.dtype))
     return model

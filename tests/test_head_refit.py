@@ -113,14 +113,17 @@ def test_a_1x1_convolution_head_before_global_pooling_is_refitted(digits):
 
 
 @pytest.mark.parametrize(
-    "head",
+    "head, message",
     [
-        keras.layers.Dense(10, activation="sigmoid", name="head"),
-        keras.layers.Conv2D(10, 3, name="head"),
+        (keras.layers.Dense(10, activation="sigmoid", name="head"), "linear or softmax head"),
+        (keras.layers.Conv2D(10, 3, name="head"), "1x1 convolution"),
+        # softmax per position, then averaging: not a linear head on the averaged features
+        (keras.layers.Conv2D(10, 1, activation="softmax", name="head"), "1x1 convolution"),
+        (keras.layers.Dense(10, use_bias=False, activation="softmax", name="head"), "no bias"),
     ],
-    ids=["sigmoid-dense", "3x3-conv"],
+    ids=["sigmoid-dense", "3x3-conv", "softmax-1x1-conv", "dense-without-bias"],
 )
-def test_heads_that_are_not_linear_classifiers_are_refused(head):
+def test_heads_that_are_not_linear_classifiers_are_refused(head, message):
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     if isinstance(head, keras.layers.Dense):
@@ -128,11 +131,15 @@ def test_heads_that_are_not_linear_classifiers_are_refused(head):
     else:
         x = keras.layers.GlobalAveragePooling2D()(head(x))
     model = keras.Model(inputs, x)
-    with pytest.raises(ValueError, match="head"):
-        refittable_head(model)
+    weights = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+    with pytest.raises(ValueError, match=message):
+        refit_head(model, np.zeros((4, 8, 8, 1), "float32"), np.arange(4))
+    for before, after in zip(weights, model.weights):  # refused before any change
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
 
 
 def test_fine_pruner_lda_refits_the_pruned_network(patch_badnet):
+    original = [keras.ops.convert_to_numpy(w).copy() for w in patch_badnet.model.weights]
     pruner = FinePruner(model=patch_badnet.model, fine_tuning="lda", random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the guard passes: no fallback warning
@@ -142,6 +149,8 @@ def test_fine_pruner_lda_refits_the_pruned_network(patch_badnet):
     conv = pruner.model_.get_layer(pruner.layer_)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel)[..., pruner.pruned_channels_], 0.0)
     assert _asr(pruner.model_, patch_badnet) < 0.1
+    for before, after in zip(original, patch_badnet.model.weights):  # the user's model is untouched
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
     again = FinePruner(model=patch_badnet.model, fine_tuning="lda", random_state=0).fit(
         patch_badnet.X_val, patch_badnet.y_val
     )
