@@ -507,7 +507,7 @@ def _neural_cleanse_csaw(quick, log):
     measure = "NeuralCleanse scan of all labels, seconds"
     goal = f"<= {GOAL_NC_CSAW_S} s, label 0 flagged"
     setting = ("CSAW DeepID sunglasses BadNet (real weights, 1,283 classes, target 0), its 16 real clean faces "
-               "labelled by the net; NeuralCleanse(epochs=0, random_state=0): the default scan, no unlearning")
+               "labelled by the net; NeuralCleanse(projection_rounds=0, epochs=0, random_state=0): the default scan, no repair")
     if quick:
         return _not_measured(measure, setting, goal, "--quick (the scan takes about 5 minutes)")
     model, X = _harness.load_csaw(), _harness.load_csaw_faces()
@@ -515,7 +515,7 @@ def _neural_cleanse_csaw(quick, log):
         return _not_measured(measure, setting, goal, f"{_harness.CSAW_WEIGHTS} or {_harness.CSAW_FACES} absent")
     y = predict_proba_batches(model, X).argmax(axis=1)
     log(f"NeuralCleanse: {setting}")
-    estimator = NeuralCleanse(model=model, epochs=0, random_state=0)
+    estimator = NeuralCleanse(model=model, projection_rounds=0, epochs=0, random_state=0)
     _, wall, cpu = _harness.timed(lambda: estimator.fit(X, y))
     flagged = [int(label) for label in estimator.flagged_labels_]
     log(f"  {wall:.1f} s, flagged {flagged}")

@@ -69,9 +69,12 @@ axes = plot_reversed_triggers(cleanse.masks_, cleanse.patterns_, labels=cleanse.
 axes[0, 0].figure.tight_layout()
 
 # %%
-# After unlearning
+# After the repair
 # ----------------
-# ``predict`` uses the repaired network.
+# The reversed trigger's shift of the head's input is projected out of the head (six
+# rounds, searching again for what still works), then the network is fine-tuned on the
+# clean images, a fifth of them carrying the reversed trigger. ``predict`` uses the
+# repaired network.
 print(f"repaired: CCA {clean_accuracy_score(y_test, cleanse.predict(X_test)):.3f}, "
       f"ASR {attack_success_rate(y_target, cleanse.predict(X_poisoned)):.3f}")
 plt.show()

@@ -237,12 +237,13 @@ def test_repair_with_neural_cleanse(patch_badnet, tiny_files, tmp_path, capsys):
     output = tmp_path / "goodnet.joblib"
     status, out, err = run(
         capsys, "repair", "--defense", "neural-cleanse", "--model", model_path, "--clean", clean,
-        "--output", output, "--steps", "60", "--epochs", "1",
+        "--output", output, "--steps", "60", "--epochs", "1", "--projection-rounds", "2",
     )
     assert status == 0, err
     goodnet = joblib.load(output)
     assert type(goodnet.repaired_).__name__ == "NeuralCleanse"
     assert goodnet.repaired_.epochs == 1 and goodnet.repaired_.steps == 60
+    assert goodnet.repaired_.projection_rounds == 2
     assert "unlearned the triggers of" in out and f"GoodNet written to {output}" in out
 
 
@@ -395,6 +396,17 @@ def test_repair_chooses_the_fine_tuning_recipe():
     assert build_parser().parse_args([*common, "--fine-tuning", "lda"]).fine_tuning == "lda"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*common, "--fine-tuning", "adam"])
+
+
+def test_repair_chooses_the_projection_rounds():
+    from skbackdoor import NeuralCleanse
+    from skbackdoor.cli._parser import build_parser
+
+    common = ["repair", "--model", "m.keras", "--clean", "c.h5", "--output", "g.joblib"]
+    assert build_parser().parse_args(common).projection_rounds == NeuralCleanse().projection_rounds
+    assert build_parser().parse_args([*common, "--projection-rounds", "0"]).projection_rounds == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*common, "--projection-rounds", "-1"])
 
 
 def _command(*argv):

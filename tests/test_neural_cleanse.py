@@ -176,9 +176,18 @@ def test_fitted_attributes(cleansed, patch_badnet):
     assert list(cleansed.history_) == ["loss", "accuracy"]
     assert len(cleansed.history_["loss"]) == FAST["epochs"] * cleansed.unlearning_rounds
     assert cleansed.unlearned_labels_.tolist() == [patch_badnet.target]
-    # The trigger found again after the first round of unlearning is larger.
+    # The trigger found again after the first projection round is larger.
+    assert cleansed.projection_mask_norms_.shape == (cleansed.projection_rounds - 1, 1)
+    assert cleansed.projection_mask_norms_[0, 0] > cleansed.mask_norms_[patch_badnet.target]
     assert cleansed.residual_mask_norms_.shape == (cleansed.unlearning_rounds - 1, 1)
-    assert cleansed.residual_mask_norms_[0, 0] > cleansed.mask_norms_[patch_badnet.target]
+
+
+def test_residual_triggers_of_later_unlearning_rounds_are_larger(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model, projection_rounds=0, unlearning_rounds=2, **FAST)
+    cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.projection_mask_norms_.shape == (0, 1)
+    assert cleanse.residual_mask_norms_.shape == (1, 1)
+    assert cleanse.residual_mask_norms_[0, 0] > cleanse.mask_norms_[patch_badnet.target]
 
 
 # ---------------------------------------------------------------- repair
@@ -233,8 +242,8 @@ def test_unlearning_closes_its_fine_tuning_session(patch_badnet, monkeypatch):
     assert finished == [cleanse.model_]
 
 
-def test_epochs_zero_keeps_the_model(patch_badnet):
-    cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, epochs=0, random_state=0)
+def test_no_projection_and_epochs_zero_keeps_the_model(patch_badnet):
+    cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, projection_rounds=0, epochs=0, random_state=0)
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
     assert cleanse.history_ == {} and cleanse.unlearned_labels_.size == 0
     np.testing.assert_allclose(
@@ -395,7 +404,7 @@ def test_bad_inputs_raise(cleansed, patch_badnet):
     "params",
     [{"steps": 0}, {"cost": 0}, {"screening": "sometimes"}, {"unlearning_fraction": 1.5}, {"epochs": -1},
      {"anomaly_threshold": "high"}, {"unlearning": "everything"}, {"n_steps_no_change": 0},
-     {"perturbation_size": 0}],
+     {"perturbation_size": 0}, {"projection_rounds": -1}, {"projection_rounds": 1.5}],
 )
 def test_invalid_parameters(patch_badnet, params):
     cleanse = NeuralCleanse(model=patch_badnet.model, **{**TINY, **params})

@@ -92,7 +92,7 @@ def scan(args):
     model = load_model(args)
     _check_labels_option(args.labels, model_n_classes(model))
     X, y, labels_from = load_clean(args.clean, model, max_images=args.max_images)
-    cleanse = NeuralCleanse(model=model, epochs=0, **_neural_cleanse_options(args))
+    cleanse = NeuralCleanse(model=model, projection_rounds=0, epochs=0, **_neural_cleanse_options(args))
     started = time.perf_counter()
     cleanse.fit(X, y)
     seconds = time.perf_counter() - started
@@ -191,7 +191,9 @@ def repair(args):
             verbose=int(args.verbose), **tuning,
         )
     else:
-        repaired = NeuralCleanse(model=model, **_neural_cleanse_options(args), **tuning)
+        repaired = NeuralCleanse(
+            model=model, projection_rounds=args.projection_rounds, **_neural_cleanse_options(args), **tuning
+        )
     # G fits B' itself so that it can hold part of the clean data out of the repair and set
     # its disagreement threshold on images B' was not tuned on.
     with warnings.catch_warnings():

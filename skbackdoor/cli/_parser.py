@@ -111,6 +111,13 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def anomaly_threshold(text):
     """A non-negative z-score, or "auto" (NeuralCleanse's multiple-testing threshold)."""
     if str(text) == "auto":
@@ -308,6 +315,12 @@ def build_parser():
          {"type": drop_or_none, "metavar": "DROP", "default": fp.get("max_fine_tuning_drop")}),
     ])
     _scan_options(repair, title="neural-cleanse (the trigger search before unlearning)")
+    _add_options(repair.add_argument_group("neural-cleanse (the repair)"), [
+        ("--projection-rounds", "rounds of head projection before the unlearning fine-tuning: the reversed "
+         "triggers' shift of the head's input is projected out of it, and the triggers that still work are "
+         "searched again; 0: unlearning by fine-tuning only",
+         {"type": non_negative_int, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("projection_rounds")}),
+    ])
 
     # ------------------------------------------------------------------ predict
     predict = command(
