@@ -63,6 +63,11 @@ DEFENSES = {
     "FinePruner (lda after pruning, without its check)": _fine_pruner(fine_tuning="lda", max_fine_tuning_drop=None),
     "FinePruner (lda, no pruning)": _fine_pruner(fine_tuning="lda", prune_fraction=0.0),
     "NeuralCleanse (defaults)": _neural_cleanse(),
+    "NeuralCleanse (head projection only, no fine-tuning)": _neural_cleanse(epochs=0),
+    "NeuralCleanse (head projection, then 2 unlearning epochs)": _neural_cleanse(epochs=2),
+    "NeuralCleanse (fine-tuning only: the former defaults)": _neural_cleanse(
+        projection_rounds=0, epochs=10, unlearning_rounds=3
+    ),
 }
 
 
@@ -154,6 +159,12 @@ def report(rows, timing, quick, partial):
         "Times are wall-clock seconds of `fit` on a shared 2-core machine (other jobs running). "
         "With `--resume` the rows of earlier runs are kept: the environment line is that of the last "
         "run, and each row comes from the run that measured it (`benchmarks/results/repair.json`).",
+        "",
+        "NeuralCleanse rows: the defaults are `projection_rounds=6, epochs=5, unlearning_rounds=1` (the "
+        "reversed triggers projected out of the head's input, 6 rounds, then 5 epochs of unlearning); "
+        "they were chosen on the tuning half among projection alone (`epochs=0`), 2 and 5 epochs after it, by "
+        "the number of nets meeting the goal, then the largest ASR. The former defaults are "
+        "`projection_rounds=0, epochs=10, unlearning_rounds=3` (fine-tuning only).",
         "",
     ]
     if quick:

@@ -119,7 +119,7 @@ def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=50
 
     seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     search = NeuralCleanse(
-        model=badnet, steps=steps, epochs=0, unlearn_if_clean=False, random_state=seed
+        model=badnet, steps=steps, projection_rounds=0, epochs=0, unlearn_if_clean=False, random_state=seed
     ).fit(X_clean, y_clean)
     targets = _suspected_targets(search)[:n_targets]
     X_clean = np.asarray(X_clean, dtype=np.float32)

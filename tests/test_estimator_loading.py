@@ -31,7 +31,7 @@ def weights_file(patch_badnet, tmp_path_factory):
 @pytest.mark.parametrize("estimator", [
     STRIPDetector(random_state=0),
     FinePruner(epochs=0, prune_fraction=0.25, random_state=0),
-    NeuralCleanse(epochs=0, steps=5, random_state=0),
+    NeuralCleanse(projection_rounds=0, epochs=0, steps=5, random_state=0),
     GoodNetClassifier(detector=STRIPDetector(random_state=0)),
 ], ids=lambda e: type(e).__name__)
 def test_loading_parameters_reach_load_badnet(estimator, weights_file, patch_badnet):

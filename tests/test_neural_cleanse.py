@@ -265,7 +265,7 @@ def test_unlearn_if_clean_uses_the_smallest_mask(clean_net):
 
 
 def test_labels_restrict_the_scan_and_results_do_not_depend_on_batching(cleansed, patch_badnet, monkeypatch):
-    subset = NeuralCleanse(model=patch_badnet.model, labels=[5, 0, 3], **{**FAST, "epochs": 0})
+    subset = NeuralCleanse(model=patch_badnet.model, labels=[5, 0, 3], **{**FAST, "epochs": 0, "projection_rounds": 0})
     # One label per compiled step instead of all three together.
     monkeypatch.setattr(_neural_cleanse, "PIXELS_PER_STEP", 1)
     subset.fit(patch_badnet.X_val, patch_badnet.y_val)
@@ -282,7 +282,7 @@ def test_labels_restrict_the_scan_and_results_do_not_depend_on_batching(cleansed
 
 def test_screening_shortlists_the_target(patch_badnet):
     cleanse = NeuralCleanse(
-        model=patch_badnet.model, screening=True, n_candidates=3, **{**FAST, "epochs": 0}
+        model=patch_badnet.model, screening=True, n_candidates=3, **{**FAST, "epochs": 0, "projection_rounds": 0}
     )
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
     assert patch_badnet.target in cleanse.candidates_
@@ -414,7 +414,7 @@ def test_invalid_parameters(patch_badnet, params):
 
 def test_few_labels_warn(patch_badnet):
     with pytest.warns(UserWarning, match="anomaly index"):
-        NeuralCleanse(model=patch_badnet.model, labels=[0, 1], **{**TINY, "epochs": 0}).fit(
+        NeuralCleanse(model=patch_badnet.model, labels=[0, 1], **{**TINY, "epochs": 0, "projection_rounds": 0}).fit(
             patch_badnet.X_val, patch_badnet.y_val
         )
 
@@ -480,7 +480,7 @@ def test_early_stopping_shortens_the_search_and_keeps_the_target(patch_badnet):
     # With a patience of 30 steps, four labels stopped at about 49 steps with masks three times
     # the median (not yet shrunk): their norms widen the MAD and the target (index 1.1) goes
     # unflagged. 50 stops every label before 600 steps and keeps the target (index 13.8).
-    early = NeuralCleanse(model=patch_badnet.model, steps=600, n_steps_no_change=50, epochs=0, random_state=0)
+    early = NeuralCleanse(model=patch_badnet.model, steps=600, n_steps_no_change=50, projection_rounds=0, epochs=0, random_state=0)
     early.fit(patch_badnet.X_val, patch_badnet.y_val)
     assert early.search_steps_.shape == (10,)
     assert early.search_steps_.max() <= 600 and early.search_steps_.min() < 600

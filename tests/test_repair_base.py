@@ -69,7 +69,7 @@ def test_bad_input_is_refused_before_the_repair(patch_badnet, digits):
 def test_a_label_warning_points_at_the_users_call(patch_badnet):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        NeuralCleanse(model=patch_badnet.model, labels=[0, 1], steps=2, epochs=0, random_state=0).fit(
+        NeuralCleanse(model=patch_badnet.model, labels=[0, 1], steps=2, projection_rounds=0, epochs=0, random_state=0).fit(
             patch_badnet.X_val[:40], patch_badnet.y_val[:40]
         )
     (warning,) = [w for w in caught if "anomaly index" in str(w.message)]
