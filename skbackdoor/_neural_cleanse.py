@@ -138,7 +138,8 @@ class NeuralCleanse(BaseRepair):
         the clean images' head input out of that input (see Notes); each later one
         first reverse-engineers the labels' triggers again (``steps`` steps) on the
         projected model and adds their shifts. Needs a ``Dense`` or 1x1 ``Conv2D``
-        head with a bias (``fit`` says so otherwise). ``0`` turns it off; with
+        head with a bias (``fit`` says so otherwise). Unused with
+        ``unlearning="universal"``, which unlearns no label. ``0`` turns it off; with
         ``epochs=10, unlearning_rounds=3`` that is the former default, unlearning by
         fine-tuning only.
     epochs : int, default=5
@@ -464,7 +465,7 @@ class NeuralCleanse(BaseRepair):
     def _repair(self, badnet, X, y, *, rng, seed):
         """Scan the labels for a backdoor, then unlearn the reversed triggers found."""
         candidates = self._candidate_labels(self.n_classes_)
-        if self.projection_rounds:
+        if self.projection_rounds and self.unlearning != "universal":
             projectable_head(badnet)  # refuse an unsupported head before the long search
         self._shortlist(badnet, X, candidates, seed)
         found = self._trigger_search(badnet, X, seed=seed).run(self.scanned_labels_, self.steps, desc="trigger search")
@@ -607,9 +608,10 @@ class NeuralCleanse(BaseRepair):
                 if round_ > 0 and labels.size:
                     # The minimal trigger is often a part of the attacker's: look for what
                     # still sends inputs to the label in the partly repaired model.
-                    search = self._trigger_search(model, X, seed=(seed + 7919 * round_) % 2**31)
-                    found = search.run(labels, self.steps, desc=f"residual trigger search, round {round_ + 1}")
-                    del search  # its compiled state holds the slots' triggered images
+                    found = self._search_again(
+                        model, X, labels, seed=(seed + 7919 * round_) % 2**31,
+                        desc=f"residual trigger search, round {round_ + 1}",
+                    )
                     residual_norms.append(found.norms)
                     masks = np.concatenate([masks, found.masks[..., np.newaxis]])
                     patterns = np.concatenate([patterns, found.patterns])
@@ -645,15 +647,22 @@ class NeuralCleanse(BaseRepair):
         for round_ in range(self.projection_rounds):
             if round_ > 0:
                 # What still sends clean images to the label once the shifts so far are gone.
-                search = self._trigger_search(model, X, seed=(seed + 104729 * round_) % 2**31)
-                found = search.run(labels, self.steps, desc=f"projection trigger search, round {round_ + 1}")
-                del search  # its compiled state holds the slots' triggered images
+                found = self._search_again(
+                    model, X, labels, seed=(seed + 104729 * round_) % 2**31,
+                    desc=f"projection trigger search, round {round_ + 1}",
+                )
                 norms.append(found.norms)
                 masks, patterns = found.masks[..., np.newaxis], found.patterns
             for mask, pattern in zip(masks, patterns):
                 projection.add(((1 - mask) * X + mask * pattern).astype(np.float32))
             projection.fold()
         return np.array(norms).reshape(len(norms), len(labels))
+
+    def _search_again(self, model, X, labels, *, seed, desc):
+        """Reverse-engineer ``labels``' triggers again on the partly repaired ``model``."""
+        # No reference to the search outlives the call: its compiled state holds the
+        # slots' triggered images.
+        return self._trigger_search(model, X, seed=seed).run(labels, self.steps, desc=desc)
 
     # ---------------------------------------------------------------- predicting
 

@@ -109,6 +109,20 @@ def test_unsupported_heads_are_refused_before_any_change(make, message):
         np.testing.assert_array_equal(b, a)
 
 
+def test_a_head_inside_a_nested_model_is_refused_with_the_way_out():
+    # The head's input belongs to the inner model's graph, which the outer inputs do not reach.
+    inner = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(5, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax", name="head")])
+    inputs = keras.Input((6, 6, 1))
+    model = keras.Model(inputs, inner(inputs))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="cannot be read from the model's graph.*projection_rounds=0"):
+        HeadProjection(model, _images(10))
+    for b, a in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(b, a)
+
+
 def test_any_dense_activation_is_accepted():
     assert projectable_head(_dense_net(head_activation="sigmoid")).name == "head"
 

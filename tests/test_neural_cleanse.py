@@ -3,6 +3,7 @@
 import io
 
 import joblib
+import keras
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -452,6 +453,17 @@ def test_universal_unlearning_needs_no_trigger(patch_badnet):
     asr_before = _accuracy(predict_proba_batches(net.model, net.X_poisoned).argmax(1), net.y_target)
     asr_after = _accuracy(cleanse.predict(net.X_poisoned), net.y_target)
     assert asr_after < asr_before
+
+
+def test_universal_unlearning_accepts_a_head_the_projection_refuses(patch_badnet):
+    # The projection only acts on unlearned labels' triggers, and "universal" unlearns none.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(10, 8), keras.layers.Flatten(),
+                              keras.layers.Softmax()])
+    cleanse = NeuralCleanse(model=model, unlearning="universal", **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.unlearned_labels_.size == 0 and len(cleanse.history_["loss"]) == 1
+    with pytest.raises(ValueError, match="projection_rounds=0"):
+        NeuralCleanse(model=model, unlearning="both", **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
 
 
 def test_universal_unlearning_leaves_a_clean_model_alone_without_unlearn_if_clean(clean_net):
