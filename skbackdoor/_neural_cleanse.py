@@ -153,8 +153,19 @@ class NeuralCleanse(BaseRepair):
     batch_size : int, default=32
         Clean images per label in each step of the trigger search, and images per
         step of the unlearning fine-tuning.
+    unlearn_labels : {"flagged", "all"}, default="flagged"
+        Whose reversed triggers are projected out and unlearned. ``"flagged"``: the
+        labels the anomaly test flags (see ``unlearn_if_clean`` for when it flags
+        none), the paper's choice. ``"all"``: every scanned label, whatever the test
+        says (``scanned_labels_``), for backdoors with no single target (all-to-all,
+        label ``i`` to ``i + 1``), on which no label's trigger stands out: the
+        residual searches of the later unlearning rounds then find what still sends
+        images to each label. Use it with ``projection_rounds=0,
+        unlearning_rounds=3``: projecting every label's shift costs
+        ``projection_rounds - 1`` searches of every label and, on an all-to-all
+        BadNet, left more of the backdoor (the user guide has the measurements).
     unlearn_if_clean : bool, default=True
-        What to do when no label is flagged. ``True``: unlearn the reversed trigger of
+        What to do when no label is flagged (with ``unlearn_labels="flagged"``). ``True``: unlearn the reversed trigger of
         the label with the smallest mask anyway (the most suspicious label), which
         repairs a backdoor that the anomaly test missed (the test is noisy with few
         classes, see Notes) at the price of a fine-tuning of a model that may be clean.
@@ -396,6 +407,7 @@ class NeuralCleanse(BaseRepair):
         "unlearning_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "unlearning_rounds": [Interval(numbers.Integral, 1, None, closed="left")],
         "projection_rounds": [Interval(numbers.Integral, 0, None, closed="left")],
+        "unlearn_labels": [StrOptions({"flagged", "all"})],
         "unlearn_if_clean": ["boolean"],
         "unlearning": [StrOptions({"triggers", "universal", "both"})],
         "perturbation_size": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -426,6 +438,7 @@ class NeuralCleanse(BaseRepair):
         epochs=5,
         unlearning_rounds=1,
         batch_size=32,
+        unlearn_labels="flagged",
         unlearn_if_clean=True,
         unlearning="triggers",
         perturbation_size=0.05,
@@ -454,6 +467,7 @@ class NeuralCleanse(BaseRepair):
         self.epochs = epochs
         self.unlearning_rounds = unlearning_rounds
         self.batch_size = batch_size
+        self.unlearn_labels = unlearn_labels
         self.unlearn_if_clean = unlearn_if_clean
         self.unlearning = unlearning
         self.perturbation_size = perturbation_size
@@ -569,7 +583,9 @@ class NeuralCleanse(BaseRepair):
         model = copy_model(badnet)
         triggers = self.unlearning in ("triggers", "both")
         universal = self.unlearning in ("universal", "both")
-        if not (self.is_backdoored_ or self.unlearn_if_clean):
+        if self.unlearn_labels == "all":
+            labels = self.scanned_labels_ if triggers else np.array([], dtype=np.int64)
+        elif not (self.is_backdoored_ or self.unlearn_if_clean):
             labels, universal = np.array([], dtype=np.int64), False
         elif not triggers:
             labels = np.array([], dtype=np.int64)

@@ -238,12 +238,14 @@ def test_repair_with_neural_cleanse(patch_badnet, tiny_files, tmp_path, capsys):
     status, out, err = run(
         capsys, "repair", "--defense", "neural-cleanse", "--model", model_path, "--clean", clean,
         "--output", output, "--steps", "60", "--epochs", "1", "--projection-rounds", "2",
+        "--unlearning-rounds", "2",
     )
     assert status == 0, err
     goodnet = joblib.load(output)
     assert type(goodnet.repaired_).__name__ == "NeuralCleanse"
     assert goodnet.repaired_.epochs == 1 and goodnet.repaired_.steps == 60
-    assert goodnet.repaired_.projection_rounds == 2
+    assert goodnet.repaired_.projection_rounds == 2 and goodnet.repaired_.unlearning_rounds == 2
+    assert goodnet.repaired_.residual_mask_norms_.shape[0] == 1
     assert "unlearned the triggers of" in out and f"GoodNet written to {output}" in out
 
 
@@ -407,6 +409,21 @@ def test_repair_chooses_the_projection_rounds():
     assert build_parser().parse_args([*common, "--projection-rounds", "0"]).projection_rounds == 0
     with pytest.raises(SystemExit):
         build_parser().parse_args([*common, "--projection-rounds", "-1"])
+
+
+def test_repair_chooses_the_unlearning_rounds_and_the_unlearned_labels():
+    from skbackdoor import NeuralCleanse
+    from skbackdoor.cli._parser import build_parser
+
+    common = ["repair", "--model", "m.keras", "--clean", "c.h5", "--output", "g.joblib"]
+    defaults = build_parser().parse_args(common)
+    assert (defaults.unlearning_rounds, defaults.unlearn_labels) == (
+        NeuralCleanse().unlearning_rounds, NeuralCleanse().unlearn_labels)
+    chosen = build_parser().parse_args([*common, "--unlearning-rounds", "3", "--unlearn-labels", "all"])
+    assert (chosen.unlearning_rounds, chosen.unlearn_labels) == (3, "all")
+    for wrong in (["--unlearning-rounds", "0"], ["--unlearn-labels", "some"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*common, *wrong])
 
 
 def _command(*argv):

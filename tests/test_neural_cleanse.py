@@ -262,6 +262,21 @@ def test_unlearn_if_clean_uses_the_smallest_mask(clean_net):
     assert len(cleanse.history_["loss"]) == cleanse.unlearning_rounds  # 1 epoch a round
 
 
+def test_unlearn_labels_all_unlearns_every_scanned_label_whatever_the_test_says(patch_badnet):
+    # Nothing flagged and unlearn_if_clean=False would leave the model alone; "all" overrides both.
+    cleanse = NeuralCleanse(
+        model=patch_badnet.model, labels=[5, 0, 3], unlearn_labels="all", unlearn_if_clean=False,
+        anomaly_threshold=1e6, projection_rounds=0, unlearning_rounds=2, **TINY,
+    ).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert not cleanse.is_backdoored_
+    assert cleanse.unlearned_labels_.tolist() == [0, 3, 5]
+    assert cleanse.residual_mask_norms_.shape == (1, 3)
+    assert len(cleanse.history_["loss"]) == 2
+    with pytest.raises(ValueError, match="unlearn_labels"):
+        NeuralCleanse(model=patch_badnet.model, unlearn_labels="some", **TINY).fit(
+            patch_badnet.X_val, patch_badnet.y_val)
+
+
 # ---------------------------------------------------------------- search mechanics
 
 

@@ -192,7 +192,8 @@ def repair(args):
         )
     else:
         repaired = NeuralCleanse(
-            model=model, projection_rounds=args.projection_rounds, **_neural_cleanse_options(args), **tuning
+            model=model, projection_rounds=args.projection_rounds, unlearning_rounds=args.unlearning_rounds,
+            unlearn_labels=args.unlearn_labels, **_neural_cleanse_options(args), **tuning,
         )
     # G fits B' itself so that it can hold part of the clean data out of the repair and set
     # its disagreement threshold on images B' was not tuned on.

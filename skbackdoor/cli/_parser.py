@@ -320,6 +320,13 @@ def build_parser():
          "triggers' shift of the head's input is projected out of it, and the triggers that still work are "
          "searched again; 0: unlearning by fine-tuning only",
          {"type": non_negative_int, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("projection_rounds")}),
+        ("--unlearning-rounds", "rounds of unlearning fine-tuning; before each after the first, the unlearned "
+         "labels' triggers are searched again on the partly repaired model",
+         {"type": positive_int, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("unlearning_rounds")}),
+        ("--unlearn-labels", "whose reversed triggers are unlearned: the flagged labels, or every scanned "
+         "label whatever the test says (for backdoors with no single target, e.g. all-to-all; use with "
+         "--projection-rounds 0 --unlearning-rounds 3)",
+         {"choices": ("flagged", "all"), "default": NEURAL_CLEANSE_DEFAULTS.get("unlearn_labels")}),
     ])
 
     # ------------------------------------------------------------------ predict
