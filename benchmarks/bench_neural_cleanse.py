@@ -24,7 +24,7 @@ Usage: ``python benchmarks/bench_neural_cleanse.py [--quick] [--attacks patch,bl
 ``--quick`` (its budget: ``run_all.QUICK_BUDGETS_S``) uses the quick BadNets, the patch attack and
 the clean network only, no FinePruner rows (``bench_fine_pruning.py`` has them), no
 one-round (paper) unlearning rows, the clean network's scan without its unlearning
-(``epochs=0``: the question there is whether anything is flagged; 45 s less in one loaded run), and
+(``projection_rounds=0, epochs=0``: the question there is whether anything is flagged; 45 s less in one loaded run), and
 a shorter CSAW extrapolation. Writes ``benchmarks/results/neural_cleanse[_quick].md|json``
 and two figures (reversed triggers and anomaly index of the patch BadNet).
 """
@@ -129,7 +129,7 @@ def clean_network(quick, log):
 def evaluate(data, attack, log, *, paper=True, fine_pruner=True, unlearn=True):
     """NeuralCleanse's detection and repair; the paper's one-round unlearning and FinePruner beside it.
 
-    ``unlearn=False`` runs the scan alone (``epochs=0``).
+    ``unlearn=False`` runs the scan alone (``projection_rounds=0, epochs=0``).
     """
     from skbackdoor import FinePruner
     from skbackdoor._neural_cleanse import NeuralCleanse
@@ -438,7 +438,7 @@ def write_report(result, quick):
         if measured:
             earlier = " (kept from an earlier `--csaw-scan` run)" if measured.get("from_an_earlier_run") else ""
             lines.append(
-                f"| with screening, measured end to end (`fit`, epochs=0) | {measured['seconds'] / 60:.1f} min | "
+                f"| with screening, measured end to end (`fit`, projection_rounds=0, epochs=0) | {measured['seconds'] / 60:.1f} min | "
                 f"measured, tracing included{earlier} |"
             )
             if "cpu_seconds" in measured:

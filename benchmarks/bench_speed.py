@@ -36,7 +36,7 @@ Rows:
   loop where they have one, and run again), each in cold forward passes.
 - ``neural_cleanse``: a default ``NeuralCleanse`` fit on the 43-class ``gtsrb-patch``
   BadNet of ``_zoo.py`` with 1,000 clean images (``bench_repair.timing_set``; goal
-  <= 300 s, the target flagged), and the default scan (``epochs=0``: no unlearning) of
+  <= 300 s, the target flagged), and the default scan (``projection_rounds=0, epochs=0``: no repair) of
   all 1,283 labels of the real CSAW sunglasses net with its 16 real clean faces (goal
   <= 480 s, label 0 flagged). ``--quick`` measures neither (the GTSRB fit takes about 2
   minutes, the CSAW scan about 5): ``bench_repair.py --quick`` and
