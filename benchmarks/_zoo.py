@@ -29,6 +29,11 @@ overlaps the attacker's training set or the evaluation set. Poisoned evaluation 
 are the evaluation images not of the target class with the trigger stamped on
 (all-to-all: every evaluation image, target ``(y + 1) mod n_classes``).
 
+Training is deterministic on one machine, not across machines: the nets re-trained on a
+fresh machine on 2026-12-01 differ from the earlier ones (gtsrb-multi-target: CCA 94.0 %
+against 97.1 %; fmnist-patch-1pct: 88.1 % against 88.0 %). Compare results of different
+runs by their BadNet CCA / ASR, which every row of the reports carries.
+
 Models are cached as ``<name>.keras`` with ``<name>.json`` (the BadNet's CCA / ASR on
 the evaluation set and its training time) in the cache folder: ``cache_dir=`` or the
 environment variable ``SKBACKDOOR_ZOO_CACHE``, else ``benchmarks/.cache/zoo`` (ignored

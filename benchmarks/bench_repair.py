@@ -68,6 +68,9 @@ DEFENSES = {
     "NeuralCleanse (fine-tuning only: the former defaults)": _neural_cleanse(
         projection_rounds=0, epochs=10, unlearning_rounds=3
     ),
+    "NeuralCleanse (every label unlearned, fine-tuning only, 3 rounds)": _neural_cleanse(
+        unlearn_labels="all", projection_rounds=0, unlearning_rounds=3
+    ),
 }
 
 

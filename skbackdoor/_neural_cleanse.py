@@ -162,8 +162,8 @@ class NeuralCleanse(BaseRepair):
         residual searches of the later unlearning rounds then find what still sends
         images to each label. Use it with ``projection_rounds=0,
         unlearning_rounds=3``: projecting every label's shift costs
-        ``projection_rounds - 1`` searches of every label and, on an all-to-all
-        BadNet, left more of the backdoor (the user guide has the measurements).
+        ``projection_rounds - 1`` searches of every label and removed no more of an
+        all-to-all backdoor (the user guide has the measurements).
     unlearn_if_clean : bool, default=True
         What to do when no label is flagged (with ``unlearn_labels="flagged"``). ``True``: unlearn the reversed trigger of
         the label with the smallest mask anyway (the most suspicious label), which
