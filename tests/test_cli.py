@@ -419,9 +419,10 @@ def test_repair_chooses_the_unlearning_rounds_and_the_unlearned_labels():
     defaults = build_parser().parse_args(common)
     assert (defaults.unlearning_rounds, defaults.unlearn_labels) == (
         NeuralCleanse().unlearning_rounds, NeuralCleanse().unlearn_labels)
+    assert defaults.unlearning_rounds == "auto"
     chosen = build_parser().parse_args([*common, "--unlearning-rounds", "3", "--unlearn-labels", "all"])
     assert (chosen.unlearning_rounds, chosen.unlearn_labels) == (3, "all")
-    for wrong in (["--unlearning-rounds", "0"], ["--unlearn-labels", "some"]):
+    for wrong in (["--unlearning-rounds", "0"], ["--unlearning-rounds", "many"], ["--unlearn-labels", "some"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*common, *wrong])
 

@@ -15,7 +15,8 @@ from skbackdoor._neural_cleanse import NeuralCleanse, anomaly_index, automatic_t
 from skbackdoor.models import predict_proba_batches
 
 # Few steps are enough on 8x8 images; every fit below stays within a few seconds.
-FAST = dict(steps=300, epochs=5, random_state=0)
+# One unlearning round keeps the suite fast; unlearning_rounds="auto" has its own test.
+FAST = dict(steps=300, epochs=5, unlearning_rounds=1, random_state=0)
 TINY = dict(steps=30, epochs=1, random_state=0)
 
 
@@ -104,7 +105,7 @@ def test_every_anomalous_label_is_flagged_and_unlearned(patch_badnet, monkeypatc
     assert cleanse.anomaly_index_[8] < 0  # the large mask is not suspicious
     assert cleanse.anomaly_threshold_ == pytest.approx(automatic_threshold(10))
     assert cleanse.unlearned_labels_.tolist() == [0, 4]
-    assert cleanse.residual_mask_norms_.shape == (cleanse.unlearning_rounds - 1, 2)
+    assert cleanse.residual_mask_norms_.shape == (cleanse.unlearning_rounds_ - 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -175,16 +176,16 @@ def test_fitted_attributes(cleansed, patch_badnet):
     assert cleansed.screening_scores_ is None
     np.testing.assert_array_equal(cleansed.reference_labels_, np.arange(n_classes))
     assert list(cleansed.history_) == ["loss", "accuracy"]
-    assert len(cleansed.history_["loss"]) == FAST["epochs"] * cleansed.unlearning_rounds
+    assert len(cleansed.history_["loss"]) == FAST["epochs"] * cleansed.unlearning_rounds_
     assert cleansed.unlearned_labels_.tolist() == [patch_badnet.target]
     # The trigger found again after the first projection round is larger.
     assert cleansed.projection_mask_norms_.shape == (cleansed.projection_rounds - 1, 1)
     assert cleansed.projection_mask_norms_[0, 0] > cleansed.mask_norms_[patch_badnet.target]
-    assert cleansed.residual_mask_norms_.shape == (cleansed.unlearning_rounds - 1, 1)
+    assert cleansed.residual_mask_norms_.shape == (cleansed.unlearning_rounds_ - 1, 1)
 
 
 def test_residual_triggers_of_later_unlearning_rounds_are_larger(patch_badnet):
-    cleanse = NeuralCleanse(model=patch_badnet.model, projection_rounds=0, unlearning_rounds=2, **FAST)
+    cleanse = NeuralCleanse(model=patch_badnet.model, projection_rounds=0, **{**FAST, "unlearning_rounds": 2})
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
     assert cleanse.projection_mask_norms_.shape == (0, 1)
     assert cleanse.residual_mask_norms_.shape == (1, 1)
@@ -259,7 +260,18 @@ def test_unlearn_if_clean_uses_the_smallest_mask(clean_net):
     cleanse.fit(clean_net.X_val, clean_net.y_val)
     assert not cleanse.is_backdoored_
     assert cleanse.unlearned_labels_.tolist() == [int(np.nanargmin(cleanse.mask_norms_))]
-    assert len(cleanse.history_["loss"]) == cleanse.unlearning_rounds  # 1 epoch a round
+    assert len(cleanse.history_["loss"]) == cleanse.unlearning_rounds_  # 1 epoch a round
+
+
+def test_auto_unlearning_rounds_follow_the_clean_images_per_class(patch_badnet):
+    X, y = patch_badnet.X_val, patch_badnet.y_val  # 400 images of 10 classes
+    params = dict(model=patch_badnet.model, projection_rounds=0, steps=30, epochs=1, random_state=0)
+    many = NeuralCleanse(**params).fit(X, y)
+    assert many.unlearning_rounds == "auto" and many.unlearning_rounds_ == 3
+    assert many.residual_mask_norms_.shape == (2, 1) and len(many.history_["loss"]) == 3
+    few = NeuralCleanse(**params).fit(X[:150], y[:150])  # 15 a class on average
+    assert few.unlearning_rounds_ == 1 and few.residual_mask_norms_.shape == (0, 1)
+    assert NeuralCleanse(**params, unlearning_rounds=2).fit(X[:150], y[:150]).unlearning_rounds_ == 2
 
 
 def test_unlearn_labels_all_unlearns_every_scanned_label_whatever_the_test_says(patch_badnet):
@@ -464,7 +476,7 @@ def test_universal_unlearning_needs_no_trigger(patch_badnet):
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
     net = patch_badnet
     assert cleanse.unlearned_labels_.size == 0 and cleanse.residual_mask_norms_.shape == (0, 0)
-    assert len(cleanse.history_["loss"]) == 3 * cleanse.unlearning_rounds
+    assert len(cleanse.history_["loss"]) == 3 * cleanse.unlearning_rounds_
     asr_before = _accuracy(predict_proba_batches(net.model, net.X_poisoned).argmax(1), net.y_target)
     asr_after = _accuracy(cleanse.predict(net.X_poisoned), net.y_target)
     assert asr_after < asr_before
@@ -476,7 +488,7 @@ def test_universal_unlearning_accepts_a_head_the_projection_refuses(patch_badnet
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(10, 8), keras.layers.Flatten(),
                               keras.layers.Softmax()])
     cleanse = NeuralCleanse(model=model, unlearning="universal", **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
-    assert cleanse.unlearned_labels_.size == 0 and len(cleanse.history_["loss"]) == 1
+    assert cleanse.unlearned_labels_.size == 0 and len(cleanse.history_["loss"]) == cleanse.unlearning_rounds_
     with pytest.raises(ValueError, match="projection_rounds=0"):
         NeuralCleanse(model=model, unlearning="both", **TINY).fit(patch_badnet.X_val, patch_badnet.y_val)
 

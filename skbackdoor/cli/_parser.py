@@ -118,6 +118,16 @@ def non_negative_int(text):
     return value
 
 
+def rounds_or_auto(text):
+    """A positive number of rounds, or "auto" (NeuralCleanse's choice from the clean set's size)."""
+    if str(text) == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}") from None
+
+
 def anomaly_threshold(text):
     """A non-negative z-score, or "auto" (NeuralCleanse's multiple-testing threshold)."""
     if str(text) == "auto":
@@ -321,8 +331,9 @@ def build_parser():
          "searched again; 0: unlearning by fine-tuning only",
          {"type": non_negative_int, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("projection_rounds")}),
         ("--unlearning-rounds", "rounds of unlearning fine-tuning; before each after the first, the unlearned "
-         "labels' triggers are searched again on the partly repaired model",
-         {"type": positive_int, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("unlearning_rounds")}),
+         "labels' triggers are searched again on the partly repaired model; auto: 3 with at least 20 clean "
+         "images per class on average, else 1",
+         {"type": rounds_or_auto, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("unlearning_rounds")}),
         ("--unlearn-labels", "whose reversed triggers are unlearned: the flagged labels, or every scanned "
          "label whatever the test says (for backdoors with no single target, e.g. all-to-all; use with "
          "--projection-rounds 0 --unlearning-rounds 3)",
