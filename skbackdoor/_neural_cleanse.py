@@ -175,8 +175,9 @@ class NeuralCleanse(BaseRepair):
         ``projection_rounds - 1`` searches of every label and removed no more of an
         all-to-all backdoor (the user guide has the measurements).
     unlearn_if_clean : bool, default=True
-        What to do when no label is flagged (with ``unlearn_labels="flagged"``). ``True``: unlearn the reversed trigger of
-        the label with the smallest mask anyway (the most suspicious label), which
+        What to do when no label is flagged (with ``unlearn_labels="flagged"``).
+        ``True``: unlearn the reversed trigger of the label with the smallest mask
+        anyway (the most suspicious label), which
         repairs a backdoor that the anomaly test missed (the test is noisy with few
         classes, see Notes) at the price of a fine-tuning of a model that may be clean.
         ``False``: leave the model as it is (``model_`` is an unchanged copy), e.g.
@@ -250,7 +251,8 @@ class NeuralCleanse(BaseRepair):
         when the model was left unchanged).
     unlearning_rounds_ : int
         The rounds of unlearning run (``unlearning_rounds``, or its ``"auto"``
-        value).
+        value); 0 when no fine-tuning ran (``epochs=0``, no label to unlearn, or
+        ``unlearning_fraction=0``).
     residual_mask_norms_ : ndarray of shape (unlearning_rounds_ - 1, n_unlearned)
         L1 norms of the triggers found again on the partly repaired model before each
         later round, one column per ``unlearned_labels_``; norms that grow towards
@@ -639,6 +641,7 @@ class NeuralCleanse(BaseRepair):
                 self.unlearned_labels_ = np.array([], dtype=np.int64)
                 self.projection_mask_norms_ = np.empty((0, 0))
             self.residual_mask_norms_ = np.empty((0, len(self.unlearned_labels_)))
+            self.unlearning_rounds_ = 0
             return model
         recipe = self._fine_tuning_recipe()
         session = FineTuning(

@@ -133,7 +133,7 @@ def test_any_dense_activation_is_accepted():
 def test_projection_alone_removes_the_digits_backdoor_and_keeps_clean_accuracy(patch_badnet):
     net = patch_badnet
     cleanse = NeuralCleanse(model=net.model, steps=300, epochs=0, random_state=0).fit(net.X_val, net.y_val)
-    assert cleanse.history_ == {}
+    assert cleanse.history_ == {} and cleanse.unlearning_rounds_ == 0
     assert cleanse.unlearned_labels_.tolist() == [net.target]
     assert cleanse.projection_mask_norms_.shape == (cleanse.projection_rounds - 1, 1)
     asr_before = _accuracy(predict_proba_batches(net.model, net.X_poisoned).argmax(1), net.y_target)

@@ -247,7 +247,7 @@ def test_unlearning_closes_its_fine_tuning_session(patch_badnet, monkeypatch):
 def test_no_projection_and_epochs_zero_keeps_the_model(patch_badnet):
     cleanse = NeuralCleanse(model=patch_badnet.model, steps=30, projection_rounds=0, epochs=0, random_state=0)
     cleanse.fit(patch_badnet.X_val, patch_badnet.y_val)
-    assert cleanse.history_ == {} and cleanse.unlearned_labels_.size == 0
+    assert cleanse.history_ == {} and cleanse.unlearned_labels_.size == 0 and cleanse.unlearning_rounds_ == 0
     np.testing.assert_allclose(
         cleanse.predict_proba(patch_badnet.X_test),
         predict_proba_batches(patch_badnet.model, patch_badnet.X_test),
