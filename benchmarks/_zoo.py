@@ -31,15 +31,20 @@ are the evaluation images not of the target class with the trigger stamped on
 
 Training is deterministic on one machine, not across machines: the nets re-trained on a
 fresh machine on 2026-12-01 differ from the earlier ones (gtsrb-multi-target: CCA 94.0 %
-against 97.1 %; fmnist-patch-1pct: 88.1 % against 88.0 %). Compare results of different
+against 97.1 %; fmnist-patch-1pct: 88.1 % against 88.0 %). So the nets every benchmark
+evaluates are pinned: ``benchmarks/zoo/`` (committed, about 4 MB) holds each net as
+``<name>.keras`` (weights only, no optimizer state) with ``<name>.json`` (the BadNet's
+CCA / ASR on the evaluation set, its training time and where it was trained), and
+:func:`load` reads a pinned net before anything else. Compare results of different
 runs by their BadNet CCA / ASR, which every row of the reports carries.
 
-Models are cached as ``<name>.keras`` with ``<name>.json`` (the BadNet's CCA / ASR on
-the evaluation set and its training time) in the cache folder: ``cache_dir=`` or the
-environment variable ``SKBACKDOOR_ZOO_CACHE``, else ``benchmarks/.cache/zoo`` (ignored
-by git). ``python benchmarks/_zoo.py [--names ...] [--ready-file PATH]`` trains the
-missing ones, one after the other, and lists the cached nets in the ready file as they
-are done.
+Nets not pinned are trained and cached as ``<name>.keras`` / ``<name>.json`` in the cache
+folder: ``cache_dir=`` or the environment variable ``SKBACKDOOR_ZOO_CACHE``, else
+``benchmarks/.cache/zoo`` (ignored by git). ``python benchmarks/_zoo.py [--names ...]
+[--ready-file PATH]`` trains the missing ones, one after the other, and lists the nets
+in the ready file as they are done; ``--pin`` then copies the cached nets into
+``benchmarks/zoo/`` (replacing pinned ones: do that only on purpose, and re-run the
+reports that quote them).
 
 Use::
 
@@ -63,6 +68,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "zoo"
+PINNED = Path(__file__).resolve().parent / "zoo"
 SPLIT_SEED = 0
 TRAIN_SEED = 0
 
@@ -315,7 +321,7 @@ def load(name, *, cache=None, train_missing=True, log=print):
     import keras
 
     spec = ZOO[name]
-    folder = cache_dir(cache)
+    folder = PINNED if _stored(name, PINNED) else cache_dir(cache)
     path, meta_path = folder / f"{name}.keras", folder / f"{name}.json"
     X_a, y_a, X_c, y_c, X_t, y_t, n_classes = dataset(spec.dataset)
     X_p, y_target = poisoned_eval_set(spec, X_t, y_t, n_classes)
@@ -351,22 +357,43 @@ def load(name, *, cache=None, train_missing=True, log=print):
     )
 
 
+def _stored(name, folder):
+    return (folder / f"{name}.keras").exists() and (folder / f"{name}.json").exists()
+
+
 def cached_names(cache=None):
-    """Names of the matrix's BadNets already in the cache."""
-    folder = cache_dir(cache)
-    return [name for name in ZOO if (folder / f"{name}.keras").exists() and (folder / f"{name}.json").exists()]
+    """Names of the matrix's BadNets that :func:`load` reads without training (pinned or cached)."""
+    return [name for name in ZOO if _stored(name, PINNED) or _stored(name, cache_dir(cache))]
+
+
+def pin(names, cache=None, log=print):
+    """Copy cached nets into :data:`PINNED`, without their optimizer state, with where they were trained."""
+    import platform
+
+    import keras
+
+    PINNED.mkdir(exist_ok=True)
+    for name in names:
+        folder = cache_dir(cache)
+        if not _stored(name, folder):
+            raise FileNotFoundError(f"{name} is not cached in {folder}: train it first.")
+        model = keras.saving.load_model(folder / f"{name}.keras", compile=False)
+        model.save(PINNED / f"{name}.keras")
+        meta = json.loads((folder / f"{name}.json").read_text())
+        meta["trained_on"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        meta["pinned"] = time.strftime("%Y-%m-%d", time.gmtime())
+        (PINNED / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        log(f"pinned {name}: CCA {meta['badnet_cca']} %, ASR {meta['badnet_asr']} %")
 
 
 def write_ready_file(path, cache=None):
-    folder = cache_dir(cache)
-    lines = ["# BadNets of benchmarks/_zoo.py cached in " + str(folder),
+    lines = ["# BadNets of benchmarks/_zoo.py, pinned (benchmarks/zoo) or cached in " + str(cache_dir(cache)),
              "# name half dataset attack architecture badnet_cca badnet_asr train_seconds"]
-    for name in ZOO:
-        meta_path = folder / f"{name}.json"
-        if (folder / f"{name}.keras").exists() and meta_path.exists():
-            m = json.loads(meta_path.read_text())
-            lines.append(f"{name} {m['half']} {m['dataset']} {m['attack']} {m['architecture']} "
-                         f"{m['badnet_cca']} {m['badnet_asr']} {m['train_seconds']}")
+    for name in cached_names(cache):
+        folder = PINNED if _stored(name, PINNED) else cache_dir(cache)
+        m = json.loads((folder / f"{name}.json").read_text())
+        lines.append(f"{name} {m['half']} {m['dataset']} {m['attack']} {m['architecture']} "
+                     f"{m['badnet_cca']} {m['badnet_asr']} {m['train_seconds']}")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -375,7 +402,11 @@ def main(argv=None):
     parser.add_argument("--names", nargs="*", default=list(ZOO))
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--pin", action="store_true",
+                        help="copy the cached nets --names into benchmarks/zoo/ instead of training")
     args = parser.parse_args(argv)
+    if args.pin:
+        return pin(args.names, args.cache_dir)
     for name in args.names:
         load(name, cache=args.cache_dir)
         if args.ready_file:
