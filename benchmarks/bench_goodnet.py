@@ -57,6 +57,8 @@ def parse_args():
     parser.add_argument("--output", default="goodnet_calibration", help="--zoo: results/<output>.md|json")
     parser.add_argument("--tuning-only", action="store_true", help="--zoo: skip the G rows")
     parser.add_argument("--rows-only", action="store_true", help="--zoo: skip the tuning check")
+    parser.add_argument("--keep", action="store_true",
+                        help="--zoo: keep the G rows and tuning checks of the last report that this run does not measure")
     return parser.parse_args()
 
 
@@ -270,6 +272,12 @@ def calibrated_rows(net, log):
         "G(B, B'=FinePruner lda) calibrated (frr=0.01)": dict(repaired=refitted),
         "G(B, B'=FinePruner lda) calibrated + STRIP (defaults)": dict(repaired=refitted, detector=strip),
     }
+    # The same G answering with B's label where it does not flag (B' only judges), and
+    # with the more accurate of the two on the calibration images.
+    for name in [name for name in variants if "calibrated" in name]:
+        parts = variants.pop(name)
+        for answer in ("repaired", "reference", "auto"):
+            variants[name.replace(" calibrated", f" calibrated, answer={answer}")] = dict(parts, answer=answer)
     for name, parts in variants.items():
         start = time.perf_counter()
         goodnet = GoodNetClassifier(badnet=net.model, **parts).fit(X_cal, y_cal)
@@ -279,6 +287,7 @@ def calibrated_rows(net, log):
         )
         row["seconds"] = time.perf_counter() - start + fitted
         row["calibration_rejected"] = float(np.mean(goodnet.predict(X_cal) == n))
+        row["answer"] = goodnet.answer_
         rows[name] = row
         log(f"  {net.name:20s} {name:40s} CCA {row['cca']:.4f} ASR {row['asr']:.4f} "
             f"clean->N {row['clean_flagged']:.4f} poisoned->N {row['poisoned_flagged']:.4f}")
@@ -347,7 +356,7 @@ def write_zoo_report(result, command):
     lines = [
         "# GoodNetClassifier: calibrated poisoned label and tuning from clean data (issue 12)",
         "",
-        f"Produced by `{command}`. "
+        "Produced by " + ", then ".join(f"`{c}`" for c in result.get("commands", [command])) + ". "
         f"Evaluation: {result['n_eval']} clean images of each net's evaluation set and as many triggered ones. "
         "CCA counts N as wrong; ASR counts N as defended. B' and B0 are fitted on 80 % of the defender's clean "
         "set, STRIP on all of it, and G is calibrated on the other 20 % ('calibration -> N': the share of those "
@@ -409,7 +418,14 @@ def main_zoo(args):
         })
     command = "python benchmarks/bench_goodnet.py " + " ".join(sys.argv[1:])
     result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "output": args.output,
-              "rows": {}, "tuning": {}}
+              "rows": {}, "tuning": {}, "commands": [command]}
+    if args.keep:
+        last = _harness.read_results(args.output, quick=False)
+        if last is not None:
+            result["rows"], result["tuning"] = last["data"]["rows"], last["data"]["tuning"]
+            result["commands"] = last["data"].get("commands", [last["command"]]) + [command]
+            if last["data"]["grid"] != grid and not args.rows_only:
+                raise SystemExit(f"--keep: the last report's tuning grid {last['data']['grid']} is not this run's.")
     for name in result["nets"]:
         net = zoo_net(name, args.n_eval)
         if not args.tuning_only:

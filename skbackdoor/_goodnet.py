@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone, is_classifier, is_outlier_detector
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import LOADING_CONSTRAINTS, BadNetEstimatorMixin, document_loading_parameters
@@ -33,10 +33,11 @@ __all__ = ["GoodNetClassifier"]
 
 # Calibration scores closer than this are one value: float32 softmax noise makes no rank.
 _SCORE_TIE = 1e-6
-# G answers with B' wherever it does not flag: a B' this much less accurate than the
-# BadNet on clean images makes G lose that accuracy too (FinePruner's fine-tuning check
-# uses the same budget).
+# With answer="repaired" G answers with B' wherever it does not flag: a B' this much less
+# accurate than the BadNet on clean images makes G lose that accuracy too (FinePruner's
+# fine-tuning check uses the same budget).
 MAX_REPAIRED_DROP = 0.1
+ANSWERS = ("auto", "reference", "repaired")
 
 
 def _is_fitted(estimator):
@@ -80,8 +81,9 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     Combines a BadNet B with a repaired model B', an optional reference model that B'
     is compared with, and an optional run-time detector. ``predict`` answers
     ``poisoned_label_`` (= N, the number of classes of B) when the detector flags an
-    input or when the reference and the repaired model disagree on it, and the repaired
-    model's label otherwise.
+    input or when the reference and the repaired model disagree on it, and otherwise
+    the label of the repaired model or of the reference, whichever is more accurate on
+    the clean calibration images (``answer``).
 
     How strongly they disagree is scored (see :meth:`disagreement_score`): the
     probability the reference gives its own label minus the probability the repaired
@@ -134,6 +136,17 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         43-class GTSRB net, ``frr=0.05`` set on the fit images rejected 18 % of new
         clean inputs). ``None``, or parts given already fitted: the threshold is set on
         all the images given to ``fit`` (pass images the parts were not fitted on).
+    answer : {"auto", "repaired", "reference"}, default="auto"
+        Whose label G gives an input it does not send to N. ``"repaired"``: B''s, as
+        in the CSAW reports. ``"reference"``: the reference's (B itself, or B0), so that
+        B' only judges. ``"auto"``: the one of the two that answers more of the
+        calibration images correctly (``repaired_check_``; B' on a tie), in
+        ``answer_``. The two differ only with the calibrated rule, on inputs whose
+        labels differ but whose score stays below ``threshold_`` (the plain rule sends
+        every such input to N). A B' fine-tuned on a few clean images is often less
+        accurate than B, and answering with the reference then keeps B's clean
+        accuracy, less what is sent to N; but a triggered input that scores below the
+        threshold gets B's answer, the attacker's target. See Notes.
     batch_size : int, default=256
         Images per forward pass of the Keras models held directly.
     random_state : int, RandomState instance or None, default=None
@@ -160,13 +173,17 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         (``frr=None``) or without a repaired model.
     n_calibration_ : int
         Number of clean images ``threshold_`` was set on (0 without a threshold).
+    answer_ : {"repaired", "reference"}
+        Whose label G gives the inputs it does not send to N (``answer``, with
+        ``"auto"`` resolved; ``"reference"`` without a repaired model: the BadNet).
     repaired_check_ : dict or None
         The repaired model's clean accuracy against the BadNet's on the calibration
         images (the images held out when G fitted B' itself, else the fit images):
-        ``n_images``, ``held_out``, ``badnet_accuracy``, ``accuracy``, ``drop`` and
-        ``passed`` (``drop`` at most 0.1). ``fit`` warns when it did not pass: G answers
-        with B' wherever it does not flag, so it cannot be more accurate than B'.
-        None without a repaired model.
+        ``n_images``, ``held_out``, ``badnet_accuracy``, ``reference_accuracy`` (the
+        reference's: ``badnet_accuracy`` without one), ``accuracy``, ``drop`` and
+        ``passed`` (``drop`` at most 0.1). With ``answer="repaired"`` ``fit`` warns
+        when it did not pass: G then answers with B' wherever it does not flag, so it
+        cannot be more accurate than B'. None without a repaired model.
     pixel_range_ : tuple of float
         Minimum and maximum pixel value seen in ``fit``.
 
@@ -230,6 +247,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         "detector": "no_validation",
         "frr": [Interval(numbers.Real, 0, 1, closed="left"), None],
         "calibration_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "answer": [StrOptions(set(ANSWERS))],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -247,6 +265,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         detector=None,
         frr=0.01,
         calibration_fraction=0.2,
+        answer="auto",
         batch_size=DEFAULT_BATCH_SIZE,
         random_state=None,
     ):
@@ -260,6 +279,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.detector = detector
         self.frr = frr
         self.calibration_fraction = calibration_fraction
+        self.answer = answer
         self.batch_size = batch_size
         self.random_state = random_state
 
@@ -304,6 +324,8 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.n_classes_ = n_classes + 1
         self.classes_ = np.arange(n_classes + 1)
         self.threshold_ = None
+        # "auto" is resolved below, from the clean accuracy on the calibration images.
+        self.answer_ = "reference" if self.repaired_ is None else self.answer
         if self.repaired_ is not None and self.frr is not None:
             for name, part in (("repaired", self.repaired_), ("reference", self.reference_)):
                 if not isinstance(part, keras.Model) and not hasattr(part, "predict_proba"):
@@ -316,9 +338,12 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.n_calibration_ = len(X_calibration) if self.threshold_ is not None else 0
         self.repaired_check_ = None
         if self.repaired_ is not None:
-            self.repaired_check_ = self._check_repaired_accuracy(
-                X_calibration, y_calibration, held_out=X_calibration is not X
-            )
+            check = self._check_repaired_accuracy(X_calibration, y_calibration, held_out=X_calibration is not X)
+            if self.answer == "auto":
+                self.answer_ = "reference" if check["reference_accuracy"] > check["accuracy"] else "repaired"
+            if not check["passed"]:
+                self._warn_inaccurate_repair(check)
+            self.repaired_check_ = check
         return self
 
     def _calibration_split(self, X, y):
@@ -338,25 +363,37 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         return X[rest], y[rest], X[calibration], y[calibration]
 
     def _check_repaired_accuracy(self, X, y, *, held_out):
-        """The ``repaired_check_`` of B' on clean images; warn when it fails."""
+        """The ``repaired_check_`` of B' on clean images."""
         accuracy = float(np.mean(self._labels_of(self.repaired_, X) == y))
         badnet_accuracy = float(np.mean(self._labels_of(self.badnet_, X) == y))
+        reference_accuracy = (
+            badnet_accuracy if self.reference_ is self.badnet_
+            else float(np.mean(self._labels_of(self.reference_, X) == y))
+        )
         check = {
             "n_images": len(X), "held_out": bool(held_out), "badnet_accuracy": badnet_accuracy,
-            "accuracy": accuracy, "drop": badnet_accuracy - accuracy,
+            "reference_accuracy": reference_accuracy, "accuracy": accuracy, "drop": badnet_accuracy - accuracy,
             "passed": bool(badnet_accuracy - accuracy <= MAX_REPAIRED_DROP),
         }
-        if not check["passed"]:
-            where = "held out for the calibration" if held_out else "given to fit"
-            warnings.warn(
-                f"GoodNetClassifier: the repaired model answers {accuracy:.1%} of the {len(X)} clean "
-                f"images {where} correctly, against {badnet_accuracy:.1%} for the BadNet; the GoodNet "
-                "answers with it wherever it does not flag, so it loses that accuracy too. Give more "
-                "clean images (of every class), or a repair that keeps clean accuracy.",
-                UserWarning,
-                stacklevel=4,  # the user's call of fit, through _fit_context
-            )
         return check
+
+    def _warn_inaccurate_repair(self, check):
+        where = "held out for the calibration" if check["held_out"] else "given to fit"
+        if self.answer_ == "repaired":
+            consequence = "the GoodNet answers with it wherever it does not flag, so it loses that accuracy too"
+        else:
+            consequence = (
+                "the GoodNet answers with the reference, but a repaired model this far from the BadNet "
+                "disagrees with it on many clean images, which raises the threshold and lets more "
+                "poisoned inputs through"
+            )
+        warnings.warn(
+            f"GoodNetClassifier: the repaired model answers {check['accuracy']:.1%} of the {check['n_images']} "
+            f"clean images {where} correctly, against {check['badnet_accuracy']:.1%} for the BadNet; "
+            f"{consequence}. Give more clean images (of every class), or a repair that keeps clean accuracy.",
+            UserWarning,
+            stacklevel=4,  # the user's call of fit, through _fit_context
+        )
 
     def _fit_part(self, part, X, y):
         if part is None:
@@ -402,25 +439,31 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self._validate_images(X, self.badnet_, reset=False)
 
     def _disagreement(self, X):
-        """Probabilities of the repaired model and the drop score of each input."""
+        """Probabilities of the answering model and the drop score of each input."""
         repaired = self._proba_of(self.repaired_, X)
         reference = self._proba_of(self.reference_, X)
         rows = np.arange(len(X))
         labels = reference.argmax(axis=1)
-        return repaired, reference[rows, labels] - repaired[rows, labels]
+        answer = reference if self.answer_ == "reference" else repaired
+        return answer, reference[rows, labels] - repaired[rows, labels]
 
     def _judge(self, X, *, proba):
         """The answering model's labels (or probabilities) and the poisoned mask."""
         poisoned = np.zeros(len(X), dtype=bool)
-        source = self.badnet_ if self.repaired_ is None else self.repaired_
+        if self.repaired_ is None:
+            source = self.badnet_
+        else:
+            source = self.reference_ if self.answer_ == "reference" else self.repaired_
         if self.threshold_ is not None:
             answer, scores = self._disagreement(X)
             poisoned |= scores > self.threshold_
         else:
             answer = self._proba_of(source, X) if proba else self._labels_of(source, X)
             if self.repaired_ is not None:
+                # The plain rule: N wherever the labels differ (so either model's label is the answer).
                 labels = answer.argmax(axis=1) if proba else answer
-                poisoned |= self._labels_of(self.reference_, X) != labels
+                other = self.repaired_ if source is self.reference_ else self.reference_
+                poisoned |= self._labels_of(other, X) != labels
         if self.detector_ is not None:
             poisoned |= np.asarray(self.detector_.predict(X)) == -1
         if not proba and answer.ndim == 2:
@@ -462,9 +505,9 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Probabilities over the N+1 classes.
 
-        A row judged poisoned puts all its mass on ``N``; any other row is the repaired
-        model's (or, without one, the BadNet's) probabilities with 0 for ``N``. The
-        argmax of each row is therefore ``predict``.
+        A row judged poisoned puts all its mass on ``N``; any other row is the
+        answering model's probabilities (see ``answer``; the BadNet's without a repaired
+        model) with 0 for ``N``. The argmax of each row is therefore ``predict``.
 
         %(images_parameters)s
 

@@ -231,6 +231,31 @@ def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files
     assert ("used sgd instead" in out) == (used == "sgd")
 
 
+@pytest.mark.parametrize("answer", ["auto", "repaired", "reference"])
+def test_repair_answer_option_reaches_the_goodnet_and_is_reported(patch_badnet, tiny_files, tmp_path, capsys, answer):
+    folder, model_path = tiny_files
+    clean = tmp_path / "clean.h5"
+    _write_csaw_h5(clean, patch_badnet.X_val, patch_badnet.y_val)
+    output = tmp_path / "goodnet.joblib"
+    status, out, err = run(
+        capsys, "repair", "--model", model_path, "--clean", clean, "--output", output, "--epochs", "1",
+        "--answer", answer,
+    )
+    assert status == 0, err
+    goodnet = joblib.load(output)
+    assert goodnet.answer == answer
+    check = goodnet.repaired_check_
+    if answer == "auto":
+        assert goodnet.answer_ == ("reference" if check["reference_accuracy"] > check["accuracy"] else "repaired")
+    else:
+        assert goodnet.answer_ == answer
+    answering = "B'" if goodnet.answer_ == "repaired" else "B"
+    assert f"answers with {answering} elsewhere (--answer {answer})" in out
+    with pytest.raises(SystemExit):
+        main(["repair", "--model", str(model_path), "--clean", str(clean), "--output", str(output), "--answer", "badnet"])
+    assert "invalid choice: 'badnet'" in capsys.readouterr().err
+
+
 def test_repair_with_neural_cleanse(patch_badnet, tiny_files, tmp_path, capsys):
     folder, model_path = tiny_files
     clean = tmp_path / "clean.h5"

@@ -117,6 +117,10 @@ def test_a_repaired_model_much_less_accurate_than_the_badnet_is_warned_about(pat
     with pytest.warns(UserWarning, match=message) as caught:
         goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=broken).fit(X, y)
     assert caught[0].filename == __file__  # attributed to the user's call of fit
+    # answer="auto" answers with the BadNet here; the warning says what the poor judge costs
+    assert goodnet.answer_ == "reference" and "lets more poisoned inputs through" in str(caught[0].message)
+    with pytest.warns(UserWarning, match="so it loses that accuracy too"):
+        GoodNetClassifier(badnet=patch_badnet.model, repaired=broken, answer="repaired").fit(X, y)
     check = goodnet.repaired_check_
     assert check["n_images"] == len(X) and not check["held_out"] and not check["passed"]
     assert check["badnet_accuracy"] == pytest.approx(np.mean(goodnet.badnet_.predict(X, verbose=0).argmax(1) == y))

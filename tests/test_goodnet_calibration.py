@@ -54,7 +54,8 @@ def test_rejected_share_of_clean_data_matches_the_budget_within_sampling_error(p
 
 
 def test_score_is_the_drop_of_the_reference_label_probability(patch_badnet, pruner):
-    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner).fit(patch_badnet.X_val, patch_badnet.y_val)
+    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, answer="repaired")
+    goodnet.fit(patch_badnet.X_val, patch_badnet.y_val)
     X = np.concatenate([patch_badnet.X_test[:40], patch_badnet.X_poisoned[:40]])
     b, b_prime = predict_proba_batches(patch_badnet.model, X), pruner.predict_proba(X)
     label = b.argmax(axis=1)
@@ -81,8 +82,9 @@ def test_frr_none_is_the_plain_rule_and_the_budget_is_monotone(patch_badnet, pru
 def test_at_the_plain_rules_clean_cost_the_calibrated_rule_stops_more_poisoned_inputs(patch_badnet, pruner):
     X_fit, y_fit = patch_badnet.X_val, patch_badnet.y_val
     plain = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, frr=None).fit(X_fit, y_fit)
+    # answer="repaired": the labels of the plain rule; only the rule differs
     calibrated = GoodNetClassifier(
-        badnet=patch_badnet.model, repaired=pruner, frr=_share_rejected(plain, X_fit)
+        badnet=patch_badnet.model, repaired=pruner, frr=_share_rejected(plain, X_fit), answer="repaired"
     ).fit(X_fit, y_fit)
     assert _share_rejected(calibrated, patch_badnet.X_test) <= _share_rejected(plain, patch_badnet.X_test) + 0.02
     asr = {
@@ -97,7 +99,7 @@ def test_reference_and_detector_combine_with_the_calibrated_rule(patch_badnet, p
     detector = STRIPDetector(model=patch_badnet.model, frr=0.02, threshold="quantile", random_state=0).fit(X_fit)
     goodnet = GoodNetClassifier(
         badnet=patch_badnet.model, repaired=pruner, reference=FinePruner(prune_fraction=0.1, epochs=0),
-        detector=detector, frr=0.02, calibration_fraction=None,
+        detector=detector, frr=0.02, calibration_fraction=None, answer="repaired",
     ).fit(X_fit, y_fit)
     X = np.concatenate([patch_badnet.X_test, patch_badnet.X_poisoned])
     disagree = goodnet.disagreement_score(X) > goodnet.threshold_
@@ -105,6 +107,61 @@ def test_reference_and_detector_combine_with_the_calibrated_rule(patch_badnet, p
     np.testing.assert_array_equal(goodnet.predict(X), expected)
     # separate budgets: the clean fit images sent to N are at most the two budgets together
     assert _share_rejected(goodnet, X_fit) <= 0.02 + float(np.mean(detector.predict(X_fit) == -1)) + 1e-9
+
+
+def test_answer_reference_gives_the_references_label_where_g_does_not_flag(patch_badnet, pruner):
+    X_fit, y_fit = patch_badnet.X_val, patch_badnet.y_val
+    X = np.concatenate([patch_badnet.X_test, patch_badnet.X_poisoned])
+    b = predict_proba_batches(patch_badnet.model, X)
+    kept = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, answer="reference").fit(X_fit, y_fit)
+    judged = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, answer="repaired").fit(X_fit, y_fit)
+    assert kept.threshold_ == judged.threshold_
+    flagged = kept.disagreement_score(X) > kept.threshold_
+    np.testing.assert_array_equal(kept.predict(X), np.where(flagged, 10, b.argmax(axis=1)))
+    np.testing.assert_array_equal(judged.predict(X), np.where(flagged, 10, pruner.predict(X)))
+    # the labels differ somewhere below the threshold, or the test would not tell the two apart
+    assert np.any(kept.predict(X) != judged.predict(X))
+    proba = kept.predict_proba(X)
+    np.testing.assert_allclose(proba[~flagged, :10], b[~flagged], atol=1e-6)
+    np.testing.assert_array_equal(proba.argmax(axis=1), kept.predict(X))
+    # the plain rule sends every disagreement to N: both answers are the same labels
+    plain = [
+        GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, frr=None, answer=answer).fit(X_fit, y_fit).predict(X)
+        for answer in ("reference", "repaired")
+    ]
+    np.testing.assert_array_equal(plain[0], plain[1])
+    np.testing.assert_array_equal(plain[0], np.where(b.argmax(axis=1) != pruner.predict(X), 10, pruner.predict(X)))
+
+
+def test_answer_reference_answers_with_b0_when_b0_is_the_reference(patch_badnet, pruner):
+    X_fit, y_fit = patch_badnet.X_val, patch_badnet.y_val
+    b0 = FinePruner(model=patch_badnet.model, prune_fraction=0.1, epochs=0).fit(X_fit, y_fit)
+    goodnet = GoodNetClassifier(
+        badnet=patch_badnet.model, repaired=pruner, reference=b0, answer="reference"
+    ).fit(X_fit, y_fit)
+    X = patch_badnet.X_test
+    flagged = goodnet.disagreement_score(X) > goodnet.threshold_
+    np.testing.assert_array_equal(goodnet.predict(X), np.where(flagged, 10, b0.predict(X)))
+
+
+def test_answer_auto_answers_with_the_more_accurate_model_on_the_calibration_images(patch_badnet, pruner):
+    import keras
+
+    X_fit, y_fit = patch_badnet.X_val, patch_badnet.y_val
+    X = np.concatenate([patch_badnet.X_test, patch_badnet.X_poisoned])
+    broken = keras.models.clone_model(patch_badnet.model)  # zero weights: chance accuracy
+    broken.set_weights([np.zeros_like(w) for w in broken.get_weights()])
+    for repaired, expected in [(broken, "reference"), (patch_badnet.model, "repaired"), (pruner, None)]:
+        goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=repaired, answer="auto").fit(X_fit, y_fit)
+        check = goodnet.repaired_check_
+        if expected is None:  # the pruner: whichever the calibration images say
+            expected = "reference" if check["reference_accuracy"] > check["accuracy"] else "repaired"
+        assert goodnet.answer_ == expected
+        fixed = GoodNetClassifier(badnet=patch_badnet.model, repaired=repaired, answer=expected).fit(X_fit, y_fit)
+        np.testing.assert_array_equal(goodnet.predict(X), fixed.predict(X))
+    assert check["reference_accuracy"] == check["badnet_accuracy"]  # no reference: B is the reference
+    detector_only = GoodNetClassifier(badnet=patch_badnet.model, detector=STRIPDetector(n_overlays=2), answer="auto")
+    assert detector_only.fit(X_fit, y_fit).answer_ == "reference"  # the BadNet answers
 
 
 class _LabelsOnly(ClassifierMixin, BaseEstimator):
@@ -126,6 +183,8 @@ def test_errors(patch_badnet, pruner):
     for frr in (1.0, -0.1, "0.01"):
         with pytest.raises(InvalidParameterError, match="frr"):
             GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, frr=frr).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'answer' parameter"):
+        GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, answer="badnet").fit(X, y)
     for fraction in (0.0, 1.0):
         with pytest.raises(InvalidParameterError, match="calibration_fraction"):
             GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, calibration_fraction=fraction).fit(X, y)

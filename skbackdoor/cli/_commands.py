@@ -201,7 +201,9 @@ def repair(args):
         # The guard's fallback is reported below, as a result line.
         warnings.filterwarnings("ignore", message="FinePruner: the .* fine-tuning cost", category=UserWarning)
         warnings.filterwarnings("ignore", message="GoodNetClassifier: the repaired model answers", category=UserWarning)
-        goodnet = GoodNetClassifier(badnet=model, repaired=repaired, random_state=args.random_state).fit(X, y)
+        goodnet = GoodNetClassifier(
+            badnet=model, repaired=repaired, answer=args.answer, random_state=args.random_state
+        ).fit(X, y)
     repaired = goodnet.repaired_
     joblib.dump(goodnet, args.output)
 
@@ -223,17 +225,22 @@ def repair(args):
         print(f"flagged labels: {flagged if flagged else 'none'}; unlearned the triggers of {repaired.unlearned_labels_.tolist()}")
     badnet_accuracy = np.mean(predict_proba_batches(model, X).argmax(axis=1) == y)
     goodnet_labels = goodnet.predict(X)
+    answering = "B'" if goodnet.answer_ == "repaired" else "B"
     print(
         f"on the --clean data (labels: {labels_from}): accuracy of B {badnet_accuracy:.4f}, "
-        f"of B' {repaired.score(X, y):.4f}; GoodNet flags {np.mean(goodnet_labels == goodnet.poisoned_label_):.4f}"
+        f"of B' {repaired.score(X, y):.4f}; GoodNet flags {np.mean(goodnet_labels == goodnet.poisoned_label_):.4f}, "
+        f"answers with {answering} elsewhere (--answer {args.answer})"
     )
     check = goodnet.repaired_check_
     if not check["passed"]:
+        consequence = (
+            "the GoodNet loses that accuracy too" if goodnet.answer_ == "repaired"
+            else "the GoodNet answers with B, and a B' this far from B lets more poisoned inputs through"
+        )
         print(
             f"GoodNet check: B' answers {check['accuracy']:.4f} of the {check['n_images']} clean images "
             f"{'held out for its threshold' if check['held_out'] else 'of --clean'} correctly, B "
-            f"{check['badnet_accuracy']:.4f}; the GoodNet loses that accuracy too (give more clean images of "
-            "every class)"
+            f"{check['badnet_accuracy']:.4f}; {consequence} (give more clean images of every class)"
         )
     print(f"GoodNet written to {args.output}")
     if args.save_model:

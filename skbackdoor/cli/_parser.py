@@ -303,6 +303,12 @@ def build_parser():
         f"recipes, Adam for plain and for neural-cleanse's unlearning). Default: the defense's own "
         f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
     )
+    repair.add_argument(
+        "--answer", choices=("auto", "repaired", "reference"), default="auto",
+        help="whose label the GoodNet gives the inputs it does not flag: B' (repaired), B (reference), "
+        "or whichever of the two is more accurate on the clean images held out for its threshold "
+        "(auto, the default)",
+    )
     repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning, of the trigger search and of the images held out to calibrate the GoodNet")
     _add_options(repair.add_argument_group("fine-pruning"), [
         ("--layer", "convolution to prune. Default: the last convolution that can be split off "
