@@ -57,6 +57,8 @@ def parse_args():
     parser.add_argument("--output", default="goodnet_calibration", help="--zoo: results/<output>.md|json")
     parser.add_argument("--tuning-only", action="store_true", help="--zoo: skip the G rows")
     parser.add_argument("--rows-only", action="store_true", help="--zoo: skip the tuning check")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite results/<output>.md of a --zoo run from its JSON, measuring nothing")
     parser.add_argument("--keep", action="store_true",
                         help="--zoo: keep the G rows and tuning checks of the last report that this run does not measure")
     return parser.parse_args()
@@ -272,11 +274,11 @@ def calibrated_rows(net, log):
         "G(B, B'=FinePruner lda) calibrated (frr=0.01)": dict(repaired=refitted),
         "G(B, B'=FinePruner lda) calibrated + STRIP (defaults)": dict(repaired=refitted, detector=strip),
     }
-    # The same G answering with B's label where it does not flag (B' only judges), and
-    # with the more accurate of the two on the calibration images.
+    # Each calibrated G with every answer: B' (the reports'), B (B' only judges), the
+    # surer of the two per input, and the default "auto".
     for name in [name for name in variants if "calibrated" in name]:
         parts = variants.pop(name)
-        for answer in ("repaired", "reference", "auto"):
+        for answer in ANSWERS:
             variants[name.replace(" calibrated", f" calibrated, answer={answer}")] = dict(parts, answer=answer)
     for name, parts in variants.items():
         start = time.perf_counter()
@@ -351,6 +353,78 @@ def _short_params(params):
     )
 
 
+ANSWERS = ("repaired", "reference", "confident", "auto")
+# The setting the user guide recommends: its summary rows come first.
+RECOMMENDED = "G(B, B'=NeuralCleanse) calibrated + STRIP (defaults)"
+
+
+def _goal_met(row, base):
+    # 1e-9: a drop of exactly 1 point is within it, whatever the float rounding of the two shares
+    return row["asr"] <= GOAL_ASR and base - row["cca"] <= 0.01 + 1e-9
+
+
+def _half(name):
+    import _zoo
+
+    return _zoo.ZOO[name].half if name in _zoo.ZOO else "test net"
+
+
+def _summary_lines(result):
+    """How often each calibrated setting meets the goal, per answer; then the recommended setting per net."""
+    settings = {}
+    for rows in result["rows"].values():
+        for defense in rows:
+            if ", answer=" in defense:
+                answer = defense.split(", answer=")[1].split()[0]
+                settings.setdefault(defense.replace(f", answer={answer}", ""), None)
+    halves = ("tuning", "report", "test net")
+    lines = [
+        "## Summary",
+        "",
+        "How many BadNets each calibrated G meets the goal on, by `answer` (tuning half / report half / the "
+        "digits test net). The default `answer=\"auto\"` was chosen on the tuning half.",
+        "",
+        "| G | " + " | ".join(f"answer={a}" for a in ANSWERS) + " |",
+        "|---|" + "---|" * len(ANSWERS),
+    ]
+    for setting in sorted(settings, key=lambda s: (s != RECOMMENDED, s)):
+        cells = []
+        for answer in ANSWERS:
+            name = setting.replace(" calibrated", f" calibrated, answer={answer}")
+            met = {half: [0, 0] for half in halves}
+            for net, rows in result["rows"].items():
+                if name in rows:
+                    met[_half(net)][0] += _goal_met(rows[name], rows["BadNet B"]["cca"])
+                    met[_half(net)][1] += 1
+            cells.append(" / ".join(f"{k} of {n}" for k, n in (met[h] for h in halves) if n))
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Per BadNet, {RECOMMENDED.replace(' calibrated', ' calibrated, answer=auto')} (the defaults of G with a "
+        "NeuralCleanse B' and a STRIPDetector) and the same without STRIP. Drop: the BadNet's CCA minus G's, in "
+        "points; 'answer': whose labels G gave.",
+        "",
+        "| BadNet | half | BadNet CCA / ASR | B' alone: drop / ASR | G: drop / ASR | answer | clean -> N | "
+        "G + STRIP: drop / ASR | clean -> N | goal met (G + STRIP) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    alone = "B' alone (NeuralCleanse defaults)"
+    plain = RECOMMENDED.replace(" calibrated + STRIP (defaults)", " calibrated, answer=auto (frr=0.01)")
+    strip = RECOMMENDED.replace(" calibrated", " calibrated, answer=auto")
+    for net, rows in result["rows"].items():
+        if strip not in rows:
+            continue
+        base, b = rows["BadNet B"]["cca"], rows["BadNet B"]
+        drop_asr = lambda r: f"{100 * (base - r['cca']):+.1f} / {100 * r['asr']:.1f}"  # noqa: E731
+        lines.append(
+            f"| {net} | {_half(net)} | {100 * base:.1f} / {100 * b['asr']:.1f} | {drop_asr(rows[alone])} | "
+            f"{drop_asr(rows[plain])} | {rows[plain].get('answer', '-')} | {rows[plain]['clean_flagged']:.2%} | "
+            f"{drop_asr(rows[strip])} | {rows[strip]['clean_flagged']:.2%} | "
+            f"{'yes' if _goal_met(rows[strip], base) else 'no'} |"
+        )
+    return lines + [""]
+
+
 def write_zoo_report(result, command):
     env = _harness.environment("zoo", command)
     lines = [
@@ -362,13 +436,16 @@ def write_zoo_report(result, command):
         "set, STRIP on all of it, and G is calibrated on the other 20 % ('calibration -> N': the share of those "
         "G rejects). Goal: CCA within 1 point of the BadNet's, ASR <= 1 %.",
         "",
+        *_summary_lines(result),
+        "## Every row",
+        "",
         "| BadNet | defense | CCA | ASR | poisoned -> N | clean -> N | calibration -> N | goal met |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in result["rows"].items():
         base = rows["BadNet B"]["cca"]
         for defense, row in rows.items():
-            met = "-" if defense == "BadNet B" else ("yes" if row["asr"] <= 0.01 and base - row["cca"] <= 0.01 else "no")
+            met = "-" if defense == "BadNet B" else ("yes" if _goal_met(row, base) else "no")
             rejected = row.get("calibration_rejected")
             lines.append(
                 f"| {name} | {defense} | {row['cca']:.2%} | {row['asr']:.2%} | {row['poisoned_flagged']:.2%} | "
@@ -417,6 +494,11 @@ def main_zoo(args):
             "repaired__fine_tuning": ["lda"],
         })
     command = "python benchmarks/bench_goodnet.py " + " ".join(sys.argv[1:])
+    if args.report_only:
+        last = _harness.read_results(args.output, quick=False)
+        if last is None:
+            raise SystemExit(f"--report-only: no results/{args.output}.json to rewrite.")
+        return write_zoo_report(last["data"], last["data"].get("commands", [last["command"]])[-1])
     result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "output": args.output,
               "rows": {}, "tuning": {}, "commands": [command]}
     if args.keep:
@@ -437,7 +519,7 @@ def main_zoo(args):
 
 def main():
     args = parse_args()
-    if args.zoo:
+    if args.zoo or args.report_only:
         return main_zoo(args)
     epochs = 3 if args.quick else 10
     log = _harness.log

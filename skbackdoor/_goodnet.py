@@ -37,7 +37,7 @@ _SCORE_TIE = 1e-6
 # accurate than the BadNet on clean images makes G lose that accuracy too (FinePruner's
 # fine-tuning check uses the same budget).
 MAX_REPAIRED_DROP = 0.1
-ANSWERS = ("auto", "reference", "repaired")
+ANSWERS = ("auto", "confident", "reference", "repaired")
 
 
 def _is_fitted(estimator):
@@ -82,8 +82,9 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     is compared with, and an optional run-time detector. ``predict`` answers
     ``poisoned_label_`` (= N, the number of classes of B) when the detector flags an
     input or when the reference and the repaired model disagree on it, and otherwise
-    the label of the repaired model or of the reference, whichever is more accurate on
-    the clean calibration images (``answer``).
+    the label of the repaired model where it is as accurate as the reference on the
+    clean calibration images, else the label of whichever of the two is surer of its own
+    (``answer``).
 
     How strongly they disagree is scored (see :meth:`disagreement_score`): the
     probability the reference gives its own label minus the probability the repaired
@@ -136,17 +137,21 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         43-class GTSRB net, ``frr=0.05`` set on the fit images rejected 18 % of new
         clean inputs). ``None``, or parts given already fitted: the threshold is set on
         all the images given to ``fit`` (pass images the parts were not fitted on).
-    answer : {"auto", "repaired", "reference"}, default="auto"
-        Whose label G gives an input it does not send to N. ``"repaired"``: B''s, as
-        in the CSAW reports. ``"reference"``: the reference's (B itself, or B0), so that
-        B' only judges. ``"auto"``: the one of the two that answers more of the
-        calibration images correctly (``repaired_check_``; B' on a tie), in
-        ``answer_``. The two differ only with the calibrated rule, on inputs whose
-        labels differ but whose score stays below ``threshold_`` (the plain rule sends
-        every such input to N). A B' fine-tuned on a few clean images is often less
-        accurate than B, and answering with the reference then keeps B's clean
-        accuracy, less what is sent to N; but a triggered input that scores below the
-        threshold gets B's answer, the attacker's target. See Notes.
+    answer : {"auto", "repaired", "reference", "confident"}, default="auto"
+        Whose label G gives an input it does not send to N. ``"repaired"``: the
+        repaired model's (B'), as in the CSAW reports. ``"reference"``: the reference's
+        (B itself, or B0), so that B' only judges. ``"confident"``: per input, the label of whichever of the two
+        gives its own label the higher probability (the reference on a tie).
+        ``"auto"``: ``"repaired"`` when B' answers at least as many of the calibration
+        images correctly as the reference (``repaired_check_``), else
+        ``"confident"``; the choice is ``answer_``. They differ only with the
+        calibrated rule, on inputs whose labels differ but whose score stays below
+        ``threshold_`` (the plain rule sends every such input to N). A B' fine-tuned on
+        a few clean images is often less accurate than B: answering with the reference
+        then keeps B's clean accuracy, less what is sent to N, but gives a triggered
+        input that scores below the threshold B's answer, the attacker's target;
+        ``"confident"`` keeps most of that accuracy and lets fewer of those through.
+        See Notes.
     batch_size : int, default=256
         Images per forward pass of the Keras models held directly.
     random_state : int, RandomState instance or None, default=None
@@ -173,7 +178,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         (``frr=None``) or without a repaired model.
     n_calibration_ : int
         Number of clean images ``threshold_`` was set on (0 without a threshold).
-    answer_ : {"repaired", "reference"}
+    answer_ : {"repaired", "reference", "confident"}
         Whose label G gives the inputs it does not send to N (``answer``, with
         ``"auto"`` resolved; ``"reference"`` without a repaired model: the BadNet).
     repaired_check_ : dict or None
@@ -340,7 +345,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.repaired_ is not None:
             check = self._check_repaired_accuracy(X_calibration, y_calibration, held_out=X_calibration is not X)
             if self.answer == "auto":
-                self.answer_ = "reference" if check["reference_accuracy"] > check["accuracy"] else "repaired"
+                self.answer_ = "confident" if check["reference_accuracy"] > check["accuracy"] else "repaired"
             if not check["passed"]:
                 self._warn_inaccurate_repair(check)
             self.repaired_check_ = check
@@ -383,9 +388,9 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
             consequence = "the GoodNet answers with it wherever it does not flag, so it loses that accuracy too"
         else:
             consequence = (
-                "the GoodNet answers with the reference, but a repaired model this far from the BadNet "
-                "disagrees with it on many clean images, which raises the threshold and lets more "
-                "poisoned inputs through"
+                f"the GoodNet answers with {'the reference' if self.answer_ == 'reference' else 'the surer of the two'}, "
+                "but a repaired model this far from the BadNet disagrees with it on many clean images, which "
+                "raises the threshold and lets more poisoned inputs through"
             )
         warnings.warn(
             f"GoodNetClassifier: the repaired model answers {check['accuracy']:.1%} of the {check['n_images']} "
@@ -439,12 +444,15 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self._validate_images(X, self.badnet_, reset=False)
 
     def _disagreement(self, X):
-        """Probabilities of the answering model and the drop score of each input."""
+        """The answer's probabilities (see ``answer_``) and the drop score of each input."""
         repaired = self._proba_of(self.repaired_, X)
         reference = self._proba_of(self.reference_, X)
         rows = np.arange(len(X))
         labels = reference.argmax(axis=1)
-        answer = reference if self.answer_ == "reference" else repaired
+        if self.answer_ == "confident":
+            answer = np.where((reference.max(axis=1) >= repaired.max(axis=1))[:, None], reference, repaired)
+        else:
+            answer = reference if self.answer_ == "reference" else repaired
         return answer, reference[rows, labels] - repaired[rows, labels]
 
     def _judge(self, X, *, proba):
@@ -453,6 +461,7 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.repaired_ is None:
             source = self.badnet_
         else:
+            # The plain rule answers only where the labels agree: "confident" is then the repaired model's.
             source = self.reference_ if self.answer_ == "reference" else self.repaired_
         if self.threshold_ is not None:
             answer, scores = self._disagreement(X)

@@ -231,7 +231,7 @@ def test_repair_reports_the_fine_tuning_check_on_stdout(patch_badnet, tiny_files
     assert ("used sgd instead" in out) == (used == "sgd")
 
 
-@pytest.mark.parametrize("answer", ["auto", "repaired", "reference"])
+@pytest.mark.parametrize("answer", ["auto", "repaired", "reference", "confident"])
 def test_repair_answer_option_reaches_the_goodnet_and_is_reported(patch_badnet, tiny_files, tmp_path, capsys, answer):
     folder, model_path = tiny_files
     clean = tmp_path / "clean.h5"
@@ -246,10 +246,10 @@ def test_repair_answer_option_reaches_the_goodnet_and_is_reported(patch_badnet, 
     assert goodnet.answer == answer
     check = goodnet.repaired_check_
     if answer == "auto":
-        assert goodnet.answer_ == ("reference" if check["reference_accuracy"] > check["accuracy"] else "repaired")
+        assert goodnet.answer_ == ("confident" if check["reference_accuracy"] > check["accuracy"] else "repaired")
     else:
         assert goodnet.answer_ == answer
-    answering = "B'" if goodnet.answer_ == "repaired" else "B"
+    answering = {"repaired": "B'", "reference": "B", "confident": "the surer of B and B'"}[goodnet.answer_]
     assert f"answers with {answering} elsewhere (--answer {answer})" in out
     with pytest.raises(SystemExit):
         main(["repair", "--model", str(model_path), "--clean", str(clean), "--output", str(output), "--answer", "badnet"])

@@ -144,6 +144,23 @@ def test_answer_reference_answers_with_b0_when_b0_is_the_reference(patch_badnet,
     np.testing.assert_array_equal(goodnet.predict(X), np.where(flagged, 10, b0.predict(X)))
 
 
+def test_answer_confident_takes_the_surer_models_label_per_input(patch_badnet, pruner):
+    X_fit, y_fit = patch_badnet.X_val, patch_badnet.y_val
+    X = np.concatenate([patch_badnet.X_test, patch_badnet.X_poisoned])
+    b, b_prime = predict_proba_batches(patch_badnet.model, X), pruner.predict_proba(X)
+    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=pruner, answer="confident").fit(X_fit, y_fit)
+    assert goodnet.answer_ == "confident"
+    flagged = goodnet.disagreement_score(X) > goodnet.threshold_
+    surer = b.max(axis=1) >= b_prime.max(axis=1)
+    expected = np.where(surer, b.argmax(axis=1), b_prime.argmax(axis=1))
+    np.testing.assert_array_equal(goodnet.predict(X), np.where(flagged, 10, expected))
+    # both models answer somewhere below the threshold, where their labels differ
+    differ = ~flagged & (b.argmax(axis=1) != b_prime.argmax(axis=1))
+    assert surer[differ].any() and (~surer[differ]).any()
+    proba = goodnet.predict_proba(X)
+    np.testing.assert_allclose(proba[~flagged, :10], np.where(surer[:, None], b, b_prime)[~flagged], atol=1e-6)
+
+
 def test_answer_auto_answers_with_the_more_accurate_model_on_the_calibration_images(patch_badnet, pruner):
     import keras
 
@@ -151,11 +168,11 @@ def test_answer_auto_answers_with_the_more_accurate_model_on_the_calibration_ima
     X = np.concatenate([patch_badnet.X_test, patch_badnet.X_poisoned])
     broken = keras.models.clone_model(patch_badnet.model)  # zero weights: chance accuracy
     broken.set_weights([np.zeros_like(w) for w in broken.get_weights()])
-    for repaired, expected in [(broken, "reference"), (patch_badnet.model, "repaired"), (pruner, None)]:
+    for repaired, expected in [(broken, "confident"), (patch_badnet.model, "repaired"), (pruner, None)]:
         goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=repaired, answer="auto").fit(X_fit, y_fit)
         check = goodnet.repaired_check_
         if expected is None:  # the pruner: whichever the calibration images say
-            expected = "reference" if check["reference_accuracy"] > check["accuracy"] else "repaired"
+            expected = "confident" if check["reference_accuracy"] > check["accuracy"] else "repaired"
         assert goodnet.answer_ == expected
         fixed = GoodNetClassifier(badnet=patch_badnet.model, repaired=repaired, answer=expected).fit(X_fit, y_fit)
         np.testing.assert_array_equal(goodnet.predict(X), fixed.predict(X))

@@ -225,7 +225,7 @@ def repair(args):
         print(f"flagged labels: {flagged if flagged else 'none'}; unlearned the triggers of {repaired.unlearned_labels_.tolist()}")
     badnet_accuracy = np.mean(predict_proba_batches(model, X).argmax(axis=1) == y)
     goodnet_labels = goodnet.predict(X)
-    answering = "B'" if goodnet.answer_ == "repaired" else "B"
+    answering = {"repaired": "B'", "reference": "B", "confident": "the surer of B and B'"}[goodnet.answer_]
     print(
         f"on the --clean data (labels: {labels_from}): accuracy of B {badnet_accuracy:.4f}, "
         f"of B' {repaired.score(X, y):.4f}; GoodNet flags {np.mean(goodnet_labels == goodnet.poisoned_label_):.4f}, "
@@ -235,7 +235,7 @@ def repair(args):
     if not check["passed"]:
         consequence = (
             "the GoodNet loses that accuracy too" if goodnet.answer_ == "repaired"
-            else "the GoodNet answers with B, and a B' this far from B lets more poisoned inputs through"
+            else f"the GoodNet answers with {answering}, and a B' this far from B lets more poisoned inputs through"
         )
         print(
             f"GoodNet check: B' answers {check['accuracy']:.4f} of the {check['n_images']} clean images "

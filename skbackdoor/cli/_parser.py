@@ -304,10 +304,10 @@ def build_parser():
         f"({fp.get('learning_rate')}, {NEURAL_CLEANSE_DEFAULTS.get('learning_rate')})",
     )
     repair.add_argument(
-        "--answer", choices=("auto", "repaired", "reference"), default="auto",
+        "--answer", choices=("auto", "repaired", "reference", "confident"), default="auto",
         help="whose label the GoodNet gives the inputs it does not flag: B' (repaired), B (reference), "
-        "or whichever of the two is more accurate on the clean images held out for its threshold "
-        "(auto, the default)",
+        "per input the surer of the two (confident), or auto (the default): B' where it is as accurate "
+        "as B on the clean images held out for its threshold, else confident",
     )
     repair.add_argument("--random-state", type=int, default=0, metavar="SEED", help="seed of the fine-tuning, of the trigger search and of the images held out to calibrate the GoodNet")
     _add_options(repair.add_argument_group("fine-pruning"), [
