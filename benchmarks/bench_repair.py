@@ -174,11 +174,9 @@ def report(rows, timing, quick, partial):
         "(see the Neural Cleanse user guide). The defaults until 2026-12-01 had `unlearning_rounds=1`; the "
         "former fine-tuning-only defaults are `projection_rounds=0, epochs=10, unlearning_rounds=3`.",
         "",
-        "The nets were re-trained on a new machine on 2026-12-01 (the zoo is deterministic on one machine "
-        "only): the `NeuralCleanse (defaults)` rows are on the re-trained nets, every other row on the earlier "
-        "ones. The BadNet CCA / ASR column tells them apart. gtsrb-patch-nin has no such row yet (not re-run "
-        "for lack of time); with its 10 clean images per class the defaults run 1 round there, the setting of "
-        "its 1-round row (on the earlier net).",
+        "Every row is on the nets pinned in `benchmarks/zoo/` (2026-12-02; training is deterministic on one "
+        "machine only, so earlier reports, on other nets, are not comparable row for row: they are in the git "
+        "history of this file). A defense measured on some nets only has rows for those nets.",
         "",
     ]
     if quick:
