@@ -321,7 +321,7 @@ def load(name, *, cache=None, train_missing=True, log=print):
     import keras
 
     spec = ZOO[name]
-    folder = PINNED if _stored(name, PINNED) else cache_dir(cache)
+    folder = _folder_of(name, cache)
     path, meta_path = folder / f"{name}.keras", folder / f"{name}.json"
     X_a, y_a, X_c, y_c, X_t, y_t, n_classes = dataset(spec.dataset)
     X_p, y_target = poisoned_eval_set(spec, X_t, y_t, n_classes)
@@ -361,6 +361,11 @@ def _stored(name, folder):
     return (folder / f"{name}.keras").exists() and (folder / f"{name}.json").exists()
 
 
+def _folder_of(name, cache=None):
+    """Where :func:`load` reads ``name`` from: the pinned nets first, then the cache."""
+    return PINNED if _stored(name, PINNED) else cache_dir(cache)
+
+
 def cached_names(cache=None):
     """Names of the matrix's BadNets that :func:`load` reads without training (pinned or cached)."""
     return [name for name in ZOO if _stored(name, PINNED) or _stored(name, cache_dir(cache))]
@@ -390,7 +395,7 @@ def write_ready_file(path, cache=None):
     lines = ["# BadNets of benchmarks/_zoo.py, pinned (benchmarks/zoo) or cached in " + str(cache_dir(cache)),
              "# name half dataset attack architecture badnet_cca badnet_asr train_seconds"]
     for name in cached_names(cache):
-        folder = PINNED if _stored(name, PINNED) else cache_dir(cache)
+        folder = _folder_of(name, cache)
         m = json.loads((folder / f"{name}.json").read_text())
         lines.append(f"{name} {m['half']} {m['dataset']} {m['attack']} {m['architecture']} "
                      f"{m['badnet_cca']} {m['badnet_asr']} {m['train_seconds']}")
