@@ -22,18 +22,19 @@ then writes, next to them:
 script's share, :data:`QUICK_BUDGETS_S` (the summary shows it beside each wall time; each
 script's docstring says what its quick mode leaves out):
 
-==============  ======  ==========================================================
-script          budget  quick mode
-==============  ======  ==========================================================
-train_badnet     15 s   the 15,000-image quick BadNet (cached after the first run)
-strip           120 s   quick BadNets, 2,500 evaluation images, 3 timing pairs
-fine_pruning    110 s   patch and pruning-aware BadNets, pruning only and fine-pruning
-neural_cleanse   80 s   patch BadNet, the clean net (scan only), CSAW extrapolation
-goodnet          40 s   patch and blend BadNets, no grid timing
-repair          100 s   the defaults of each defense on 3 MNIST / Fashion-MNIST nets
-speed            80 s   2-candidate grid, 2,000 STRIP inputs, no NeuralCleanse / memory
-(total)         545 s   leaves 55 s for a slower machine
-==============  ======  ==========================================================
+=================  ======  ==========================================================
+script             budget  quick mode
+=================  ======  ==========================================================
+train_badnet        15 s   the 15,000-image quick BadNet (cached after the first run)
+strip              120 s   quick BadNets, 2,500 evaluation images, 3 timing pairs
+fine_pruning       110 s   patch and pruning-aware BadNets, pruning only and fine-pruning
+neural_cleanse      80 s   patch BadNet, the clean net (scan only), CSAW extrapolation
+goodnet             40 s   patch and blend BadNets, no grid timing
+repair             100 s   the defaults of each defense on 3 MNIST / Fashion-MNIST nets
+speed               80 s   2-candidate grid, 2,000 STRIP inputs, no NeuralCleanse / memory
+strip_calibration   30 s   3 MNIST / Fashion-MNIST nets of the repair matrix, 2 seeds
+(total)            575 s   leaves 25 s for a slower machine
+=================  ======  ==========================================================
 
 ``--collect-only`` skips running and rebuilds the comparison from the JSON files already
 in ``benchmarks/results`` (the summary of the last real run is kept). Logs of each script go to
@@ -64,7 +65,7 @@ ORDER = ["train_badnet", "strip", "fine_pruning", "neural_cleanse", "goodnet", "
 QUICK_BUDGET_S = 600
 # Each script's share of it, in seconds on 2 idle cores (the table of the docstring).
 QUICK_BUDGETS_S = {"train_badnet": 15, "strip": 120, "fine_pruning": 110, "neural_cleanse": 80, "goodnet": 40,
-                   "repair": 100, "speed": 80}
+                   "repair": 100, "speed": 80, "strip_calibration": 30}
 
 # --------------------------------------------------------------------------- anchors
 
