@@ -19,8 +19,16 @@ the defaults repair BadNets they were not chosen on, on a smaller subset: the de
 rows only (:data:`QUICK_DEFENSES`) on the fast report-half nets (:data:`QUICK_NAMES`,
 MNIST and Fashion-MNIST), no timing row.
 
-Adding a defense is one line in :data:`DEFENSES`: a name and ``make(net) -> estimator``
-(fitted by ``fit(net.X_clean, net.y_clean)`` and scored through ``predict``).
+``--seeds 1 2`` measures the chosen defenses again with those ``random_state`` values
+(the nets stay the same: only the defense's own randomness changes) and adds a "Seed
+spread" section: for each (BadNet, defense) the drop and ASR at every seed and in how
+many seeds the goal was met, and for each defense and half the number of nets meeting
+the goal at each seed. One seed's verdict on one net is a single draw; this section
+says how much a verdict, or a choice between two defaults, depends on it.
+
+Adding a defense is one line in :data:`DEFENSES`: a name and
+``make(net, random_state) -> estimator`` (fitted by ``fit(net.X_clean, net.y_clean)`` and
+scored through ``predict``).
 """
 
 import argparse
@@ -38,19 +46,19 @@ GOAL_ASR, GOAL_DROP = 2.0, 2.0
 
 
 def _fine_pruner(**params):
-    def make(net):
+    def make(net, random_state=0):
         from skbackdoor import FinePruner
 
-        return FinePruner(model=net.model, random_state=0, **params)
+        return FinePruner(model=net.model, random_state=random_state, **params)
 
     return make
 
 
 def _neural_cleanse(**params):
-    def make(net):
+    def make(net, random_state=0):
         from skbackdoor import NeuralCleanse
 
-        return NeuralCleanse(model=net.model, random_state=0, **params)
+        return NeuralCleanse(model=net.model, random_state=random_state, **params)
 
     return make
 
@@ -97,6 +105,8 @@ def parse_args():
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--skip-missing", action="store_true",
                         help="skip the BadNets not cached yet instead of training them")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[],
+                        help="also measure the chosen defenses with these random_state values (Seed spread section)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows of the last run of this mode and measure only the missing ones")
     return parser.parse_args()
@@ -106,8 +116,8 @@ def percent(predict, X, y):
     return 100.0 * float(np.mean(predict(X) == y))
 
 
-def evaluate(net, defense, make):
-    estimator = make(net)
+def evaluate(net, defense, make, seed=0):
+    estimator = make(net, random_state=seed)
     _, seconds, cpu = _harness.timed(lambda: estimator.fit(net.X_clean, net.y_clean))
     cca = percent(estimator.predict, net.X_test, net.y_test)
     asr = percent(estimator.predict, net.X_poisoned, net.y_target)
@@ -115,7 +125,7 @@ def evaluate(net, defense, make):
                architecture=net.spec.architecture, defense=defense, n_clean=len(net.y_clean),
                badnet_cca=net.badnet_cca, badnet_asr=net.badnet_asr, cca=round(cca, 2),
                cca_drop=round(net.badnet_cca - cca, 2), asr=round(asr, 2), seconds=round(seconds, 1),
-               cpu_seconds=round(cpu, 1))
+               cpu_seconds=round(cpu, 1), seed=seed)
     row["goal_met"] = bool(row["asr"] <= GOAL_ASR and row["cca_drop"] <= GOAL_DROP)
     extra = {key: getattr(estimator, key) for key in ("layer_",) if hasattr(estimator, key)}
     if hasattr(estimator, "flagged_labels_"):
@@ -208,6 +218,8 @@ def report(rows, timing, quick, partial):
         "| BadNet | half | defense | BadNet CCA / ASR | CCA | drop | ASR | fit (s) | pruned / flagged | goal |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    seeded = [r for r in rows if _seed(r) != 0]
+    rows = [r for r in rows if _seed(r) == 0]
     for r in sorted(rows, key=_row_order):
         lines.append(
             f"| {r['badnet']} | {r['half']} | {r['defense']} | {r['badnet_cca']:.1f} / {r['badnet_asr']:.1f} | "
@@ -228,6 +240,46 @@ def report(rows, timing, quick, partial):
                 lines.append(f"- {defense}, {half} half: goal met on {met} of {len(mine)} BadNets; "
                              f"max ASR {max(r['asr'] for r in mine):.1f} %, max drop "
                              f"{max(r['cca_drop'] for r in mine):.1f} points.")
+    if seeded:
+        lines += seed_spread(rows + seeded)
+    return lines
+
+
+def _seed(row):
+    return row.get("seed", 0)  # rows measured before --seeds existed are seed 0
+
+
+def seed_spread(rows):
+    """The "Seed spread" section: every (BadNet, defense) measured at more than one seed."""
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["badnet"], r["defense"]), {})[_seed(r)] = r
+    cells = {key: by_seed for key, by_seed in cells.items() if len(by_seed) > 1}
+    if not cells:
+        return []
+    lines = ["", "## Seed spread", "",
+             "The same nets repaired again with other `random_state` values (`--seeds`): drop / ASR at each seed "
+             "(seed 0 is the row above), and in how many seeds the goal was met.", "",
+             "| BadNet | half | defense | drop / ASR by seed | goal met |", "| --- | --- | --- | --- | --- |"]
+    for (badnet, defense), by_seed in sorted(cells.items(), key=lambda item: _row_order(
+            {"badnet": item[0][0], "defense": item[0][1]})):
+        runs = [by_seed[seed] for seed in sorted(by_seed)]
+        values = ", ".join(f"{seed}: {r['cca_drop']:+.1f} / {r['asr']:.1f}" for seed, r in sorted(by_seed.items()))
+        lines.append(f"| {badnet} | {runs[0]['half']} | {defense} | {values} | "
+                     f"{sum(r['goal_met'] for r in runs)} of {len(runs)} |")
+    lines.append("")
+    for defense in dict.fromkeys(d for _, d in sorted(cells, key=lambda key: _row_order(
+            {"badnet": key[0], "defense": key[1]})[::-1])):
+        for half in ("tuning", "report"):
+            mine = {key: by_seed for key, by_seed in cells.items() if key[1] == defense
+                    and next(iter(by_seed.values()))["half"] == half}
+            seeds = sorted(set.intersection(*(set(by_seed) for by_seed in mine.values()))) if mine else []
+            if not seeds:
+                continue
+            met = [sum(by_seed[seed]["goal_met"] for by_seed in mine.values()) for seed in seeds]
+            lines.append(f"- {defense}, {half} half ({len(mine)} nets): goal met on "
+                         + ", ".join(f"{m} (seed {seed})" for m, seed in zip(met, seeds))
+                         + f"; mean {np.mean(met):.1f}.")
     return lines
 
 
@@ -241,14 +293,16 @@ def main():
     if previous:
         rows = list(previous["data"]["rows"])
         timing = previous["data"].get("timing")
-    done = {(r["badnet"], r["defense"]) for r in rows}
-    jobs = [(name, defense) for name in names for defense in defenses if (name, defense) not in done]
+    done = {(r["badnet"], r["defense"], _seed(r)) for r in rows}
+    seeds = [0] + [seed for seed in args.seeds if seed != 0]
+    jobs = [(name, defense, seed) for seed in seeds for name in names for defense in defenses
+            if (name, defense, seed) not in done]
 
     def write(partial):
         comparison = [
             dict(badnet=r["badnet"], defense=r["defense"], cca=r["cca"] / 100, asr=r["asr"] / 100,
                  seconds=r["seconds"], note=f"{r['half']} half")
-            for r in rows
+            for r in rows if _seed(r) == 0
         ]
         _harness.write_results("repair", quick=args.quick, lines=report(rows, timing, args.quick, partial),
                                data={"rows": rows, "timing": timing, "partial": partial},
@@ -256,18 +310,18 @@ def main():
 
     if args.skip_missing:
         cached = set(_zoo.cached_names())
-        jobs = [(name, defense) for name, defense in jobs if name in cached]
-    for name, defense in jobs:
+        jobs = [job for job in jobs if job[0] in cached]
+    for name, defense, seed in jobs:
         net = _zoo.load(name, log=_harness.log)
-        _harness.log(f"{name}: {defense}")
-        rows.append(evaluate(net, defense, defenses[defense]))
+        _harness.log(f"{name}: {defense}" + (f", random_state={seed}" if seed else ""))
+        rows.append(evaluate(net, defense, defenses[defense], seed))
         _harness.log(f"  {rows[-1]}")
         write(partial=True)
     if timing_wanted and timing is None:
         timing = timing_row(_fine_pruner())
         _harness.log(f"timing: {timing}")
-    measured = {(r["badnet"], r["defense"]) for r in rows}
-    complete = all((name, defense) in measured for name in names for defense in defenses)
+    measured = {(r["badnet"], r["defense"], _seed(r)) for r in rows}
+    complete = all((name, defense, seed) in measured for name in names for defense in defenses for seed in seeds)
     write(partial=not (complete and (timing is not None or not timing_wanted)))
 
 
