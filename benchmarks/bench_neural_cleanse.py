@@ -193,6 +193,8 @@ def paper_unlearning(cleanse, data):
     for name in ("masks_", "patterns_", "mask_norms_", "flagged_labels_", "is_backdoored_", "scanned_labels_",
                  "classes_", "pixel_range_"):
         setattr(variant, name, getattr(cleanse, name))
+    variant.n_classes_ = cleanse.n_classes_
+    variant.unlearning_rounds_ = variant._rounds(len(data.X_val))  # set by fit, which this skips
     start = time.perf_counter()
     variant.model_ = variant._unlearn(data.model, data.X_val, data.y_val, 0)
     row = _harness.scores(variant.predict, data)
