@@ -80,6 +80,7 @@ DEFENSES = {
     "NeuralCleanse (anomaly_threshold=2.0: the paper's per-label rule, 5 epochs per round)": _neural_cleanse(
         anomaly_threshold=2.0, epochs=5
     ),
+    "NeuralCleanse (anomaly_threshold=2.0, otherwise the defaults)": _neural_cleanse(anomaly_threshold=2.0),
     "NeuralCleanse (head projection only, no fine-tuning)": _neural_cleanse(epochs=0),
     "NeuralCleanse (fine-tuning only: the former defaults)": _neural_cleanse(
         projection_rounds=0, epochs=10, unlearning_rounds=3
