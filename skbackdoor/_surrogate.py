@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._docstrings import SCORER_FRAGMENTS, fill_doc
 
@@ -115,13 +115,13 @@ def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=50
     >>> X_surrogate.shape[1:], np.unique(y_target).size
     ((8, 8, 1), 1)
     """
-    from ._neural_cleanse import NeuralCleanse
+    search, targets = _reversed_triggers(badnet, X_clean, y_clean, n_targets=n_targets, steps=steps,
+                                         random_state=random_state)
+    return _stamped(search, targets, X_clean, y_clean)
 
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    search = NeuralCleanse(
-        model=badnet, steps=steps, projection_rounds=0, epochs=0, unlearn_if_clean=False, random_state=seed
-    ).fit(X_clean, y_clean)
-    targets = _suspected_targets(search)[:n_targets]
+
+def _stamped(search, targets, X_clean, y_clean):
+    """Each target's reversed trigger stamped on the clean images of the other labels."""
     X_clean = np.asarray(X_clean, dtype=np.float32)
     y_clean = np.asarray(y_clean)
     images, labels = [], []
@@ -130,6 +130,17 @@ def surrogate_poisoned_inputs(badnet, X_clean, y_clean, *, n_targets=1, steps=50
         images.append(search.apply_trigger(others, int(target)))
         labels.append(np.full(len(others), target, dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _reversed_triggers(badnet, X_clean, y_clean, *, n_targets, steps, random_state):
+    """The fitted trigger search on ``badnet`` and its ``n_targets`` most suspicious labels."""
+    from ._neural_cleanse import NeuralCleanse
+
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    search = NeuralCleanse(
+        model=badnet, steps=steps, projection_rounds=0, epochs=0, unlearn_if_clean=False, random_state=seed
+    ).fit(X_clean, y_clean)
+    return search, _suspected_targets(search)[:n_targets]
 
 
 def _suspected_targets(search):
@@ -141,20 +152,36 @@ def _suspected_targets(search):
 
 
 @validate_params(
-    {**_COMMON_CONSTRAINTS, "poisoned_label": [Interval(numbers.Integral, None, None, closed="neither"), None]},
+    {
+        **_COMMON_CONSTRAINTS,
+        "attack": [StrOptions({"adaptive", "fixed"})],
+        "mask_budget": [Interval(numbers.Real, 0, 1, closed="both")],
+        "poisoned_label": [Interval(numbers.Integral, None, None, closed="neither"), None],
+    },
     prefer_skip_nested_validation=True,
 )
 @_documented
 def surrogate_backdoor_scoring(
-    badnet, X_clean, y_clean, *, n_targets=1, steps=500, poisoned_label=None, random_state=None
+    badnet,
+    X_clean,
+    y_clean,
+    *,
+    n_targets=1,
+    steps=500,
+    attack="adaptive",
+    mask_budget=0.25,
+    poisoned_label=None,
+    random_state=None,
 ):
     """Scorers ``{"cca": ..., "asr": ...}`` for ``GridSearchCV`` from clean data alone.
 
     The defender's version of :func:`backdoor_scoring`: same keys, same sign
     conventions (``"asr"`` returns minus the rate, greater is better), so
     ``refit=best_cca_under_asr(...)`` works unchanged. ``"cca"`` is the accuracy on
-    each clean fold; ``"asr"`` is the attack success rate on the surrogate poisoned
-    inputs of :func:`surrogate_poisoned_inputs`, made once here, before any fold.
+    each clean fold; ``"asr"`` is the attack success rate of surrogate poisoned
+    inputs: clean images stamped with the triggers that the trigger search of
+    :class:`~skbackdoor.NeuralCleanse` reverse-engineers on ``badnet`` for its most
+    suspicious labels. The search runs once, here, before any fold.
 
     Parameters
     ----------
@@ -166,6 +193,23 @@ def surrogate_backdoor_scoring(
     y_clean : array-like of shape (n_samples,)
         Their true labels.
     %(targets_and_steps)s
+    attack : {"adaptive", "fixed"}, default="adaptive"
+        How the reversed triggers meet each candidate. ``"adaptive"``: on every
+        fitted candidate and fold, each reversed trigger is re-optimised against the
+        candidate's own Keras model (its ``model_``, or a GoodNetClassifier's
+        ``repaired_``, else its ``badnet_``), starting from the trigger found on
+        ``badnet``, its mask's L1 norm capped (``mask_budget``); ``"asr"`` is the
+        share of the fold's images of other labels, stamped with the reversed or the
+        re-optimised trigger (whichever does better), that the candidate's
+        ``predict`` sends to the target. ``"fixed"``:
+        the reversed triggers are stamped unchanged on the clean images given here
+        (:func:`surrogate_poisoned_inputs`) and every candidate is scored on those.
+    mask_budget : float in [0, 1], default=0.25
+        ``attack="adaptive"``: how far the re-optimised mask's L1 norm may grow, on a
+        log scale, from the reversed trigger's norm (0) towards the median norm of
+        the smallest triggers of ``badnet``'s labels (1: a size at which a trigger
+        towards any label works). With a reversed mask of 8 pixels and a median of
+        160, 0.25 allows 17 pixels.
     poisoned_label : int, default=None
         Passed to :func:`make_cca_scorer` (``N`` for a GoodNet).
     %(random_state)s
@@ -180,14 +224,28 @@ def surrogate_backdoor_scoring(
     The reversed trigger is the *smallest* change that sends clean inputs to the
     target, often a part of the attacker's.
 
+    Why ``"adaptive"`` is the default: a partly repaired model can resist that
+    minimal trigger and still answer the attacker's full one, so the fixed trigger
+    scores such a candidate too low. The adaptive attack looks for any trigger
+    towards the target within the budget on the candidate itself: a backdoor left in
+    place is found again (near the reversed one, where the search starts), while a
+    model without one needs a much larger mask (on a clean label, typically several
+    times the anomalous one's), so the budget keeps natural features out. It costs
+    one short optimisation (300 Adam steps of 128 images) per target, candidate and
+    fold: seconds each on the nets of the benchmarks. It needs an estimator holding
+    a Keras model that reads the same pixels as ``badnet``; Pipelines that transform
+    the images first need ``attack="fixed"``.
+
     When it misleads:
 
     - A repair that unlearns the reversed trigger itself (:class:`~skbackdoor.NeuralCleanse`)
-      is judged on the very trigger it was trained against: the surrogate ASR is
-      then optimistic. It suits defenses that do not look at the reversed trigger
-      (fine-pruning, detectors, GoodNets built on them).
-    - A partly repaired model can resist the minimal trigger and still answer the
-      attacker's full one; the surrogate ASR is then lower than the true ASR.
+      is judged on the very trigger it was trained against: with ``"fixed"`` the
+      surrogate ASR is then optimistic (``"adaptive"`` searches again, but from the
+      same start).
+    - A candidate that has lost most of its clean accuracy (say it predicts a few
+      labels for everything) is easy to send anywhere: ``"adaptive"`` then reports a
+      high ASR for a model that the attacker's trigger no longer fools. Such
+      candidates lose on ``"cca"`` anyway.
     - Blended, whole-image or sample-specific triggers need large masks; the search
       may not single out their target, and the surrogate inputs then measure a
       natural "easy" label instead of the backdoor.
@@ -197,12 +255,113 @@ def surrogate_backdoor_scoring(
     %(scoring_example)s
     ['asr', 'cca']
     """
-    from .metrics import backdoor_scoring
-
-    X_surrogate, y_target = surrogate_poisoned_inputs(
+    search, targets = _reversed_triggers(
         badnet, X_clean, y_clean, n_targets=n_targets, steps=steps, random_state=random_state
     )
-    return backdoor_scoring(X_surrogate, y_target, poisoned_label=poisoned_label)
+    return _scoring_from_search(
+        search, targets, X_clean, y_clean, attack=attack, mask_budget=mask_budget, poisoned_label=poisoned_label
+    )
+
+
+def _scoring_from_search(search, targets, X_clean, y_clean, *, attack, mask_budget, poisoned_label):
+    """The scorers of :func:`surrogate_backdoor_scoring` from a fitted trigger search."""
+    from .metrics import backdoor_scoring, make_cca_scorer
+
+    if attack == "fixed":
+        X_surrogate, y_target = _stamped(search, targets, X_clean, y_clean)
+        return backdoor_scoring(X_surrogate, y_target, poisoned_label=poisoned_label)
+    rows = [int(np.flatnonzero(search.scanned_labels_ == target)[0]) for target in targets]
+    adaptive = _AdaptiveASRScorer(
+        targets=targets,
+        masks=search.masks_[rows],
+        patterns=search.patterns_[rows],
+        budgets=_budgets(search, targets, mask_budget),
+        pixel_range=search.pixel_range_,
+        seed=int(search.random_state),
+    )
+    return {"cca": make_cca_scorer(poisoned_label=poisoned_label), "asr": adaptive}
+
+
+def _budgets(search, targets, mask_budget):
+    """Each target's cap on the mask norm: ``mask_budget`` of the way, on a log scale,
+    from its reversed trigger's norm to the median norm of the reference labels."""
+    norms = search.mask_norms_[targets]
+    median = float(np.nanmedian(search.mask_norms_[search.reference_labels_]))
+    return norms * np.maximum(median / norms, 1.0) ** mask_budget
+
+
+class _AdaptiveASRScorer:
+    """Minus the attack success on each candidate of triggers re-optimised against it.
+
+    ``scorer(estimator, X, y)``: for each target, the reversed trigger is re-optimised
+    on the estimator's Keras model (:func:`_attacked_model`) with the fold's images of
+    other labels, its mask's L1 norm capped at the target's budget; the rate is the
+    share of those images, stamped with the reversed or the re-optimised trigger
+    (whichever does better), that ``estimator.predict`` sends to the target, pooled
+    over the targets. Holds numpy arrays only, so it pickles.
+    """
+
+    def __init__(self, *, targets, masks, patterns, budgets, pixel_range, seed):
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.masks = np.asarray(masks, dtype=np.float32)
+        self.patterns = np.asarray(patterns, dtype=np.float32)
+        self.budgets = np.asarray(budgets, dtype=np.float64)
+        self.pixel_range = tuple(float(v) for v in pixel_range)
+        self.seed = int(seed)
+
+    def __call__(self, estimator, X, y=None, **kwargs):
+        from ._budgeted_trigger import budgeted_trigger, stamp
+        from ._validation import check_images
+        from .models import model_input_shape
+
+        if y is None:
+            raise ValueError(
+                "The adaptive surrogate ASR needs the labels of the fold (the trigger is stamped on the images "
+                "of other labels than the target): call scorer(estimator, X, y)."
+            )
+        model = _attacked_model(estimator)
+        X = check_images(X, input_shape=model_input_shape(model))
+        y = np.asarray(y)
+        hits = total = 0
+        for target, mask, pattern, budget in zip(self.targets, self.masks, self.patterns, self.budgets):
+            others = X[y != target]
+            if len(others) == 0:
+                continue
+            found_mask, found_pattern = budgeted_trigger(
+                model, others, int(target), mask, pattern, budget=budget, pixel_range=self.pixel_range, seed=self.seed
+            )
+            # The attacker keeps whichever of the reversed trigger and its re-optimisation
+            # works better: the optimisation's last step is not always its best.
+            hits += max(
+                int(np.sum(np.asarray(estimator.predict(stamp(others, trigger_mask, trigger_pattern))) == target))
+                for trigger_mask, trigger_pattern in ((mask, pattern), (found_mask, found_pattern))
+            )
+            total += len(others)
+        # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
+        return 0.0 - (hits / total if total else 0.0)
+
+    def __repr__(self):
+        budgets = ", ".join(f"{budget:.3g}" for budget in self.budgets)
+        return f"surrogate_backdoor_scoring(attack='adaptive', targets={self.targets.tolist()}, budgets=[{budgets}])"
+
+
+def _attacked_model(estimator):
+    """The Keras model an adaptive attack optimises against, found inside ``estimator``."""
+    import keras
+
+    if isinstance(estimator, keras.Model):
+        return estimator
+    # A GoodNet's repaired_ (None without one), then a repair's or a detector's model_,
+    # then a GoodNet's badnet_ (a GoodNet with a detector only).
+    for attribute in ("repaired_", "model_", "badnet_"):
+        part = getattr(estimator, attribute, None)
+        if part is not None:
+            return _attacked_model(part)
+    raise TypeError(
+        f"attack='adaptive' re-optimises the trigger against the Keras model inside each candidate (its "
+        f"model_, or a GoodNetClassifier's repaired_ or badnet_); a fitted {type(estimator).__name__} has none. "
+        "Pass attack='fixed' to score every candidate on the fixed surrogate inputs."
+    )
 
 
 @validate_params(

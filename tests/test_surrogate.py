@@ -71,9 +71,10 @@ def test_more_targets_stack_the_next_most_suspicious_labels(patch_badnet):
     assert len(X_surrogate) == sum(int(np.sum(patch_badnet.y_val != label)) for label in labels)
 
 
-def test_surrogate_scoring_tunes_a_repair_like_the_true_scorer_would(patch_badnet):
+@pytest.mark.parametrize("attack", ["adaptive", "fixed"])
+def test_surrogate_scoring_tunes_a_repair_like_the_true_scorer_would(patch_badnet, attack):
     scoring = surrogate_backdoor_scoring(
-        patch_badnet.model, patch_badnet.X_val, patch_badnet.y_val, steps=STEPS, random_state=0
+        patch_badnet.model, patch_badnet.X_val, patch_badnet.y_val, steps=STEPS, attack=attack, random_state=0
     )
     assert sorted(scoring) == ["asr", "cca"]
     search = GridSearchCV(
@@ -116,3 +117,101 @@ def test_errors(patch_badnet):
         surrogate_backdoor_scoring(patch_badnet.model, X, y, steps=0)
     with pytest.raises(ValueError, match="label 12 but the model has 10 classes"):
         surrogate_detection_scoring(patch_badnet.model, X, np.full(len(X), 12), steps=1)
+    with pytest.raises(InvalidParameterError, match="attack"):
+        surrogate_backdoor_scoring(patch_badnet.model, X, y, attack="pgd")
+    with pytest.raises(InvalidParameterError, match="mask_budget"):
+        surrogate_backdoor_scoring(patch_badnet.model, X, y, mask_budget=1.5)
+
+
+@pytest.fixture(scope="module")
+def adaptive_scoring(patch_badnet):
+    return surrogate_backdoor_scoring(
+        patch_badnet.model, patch_badnet.X_val, patch_badnet.y_val, steps=STEPS, random_state=0
+    )
+
+
+@pytest.fixture(scope="module")
+def unrepaired(patch_badnet):
+    """B itself behind a FinePruner that changes nothing."""
+    return FinePruner(model=patch_badnet.model, prune_fraction=0.0, epochs=0).fit(patch_badnet.X_val, patch_badnet.y_val)
+
+
+@pytest.fixture(scope="module")
+def head_refitted(patch_badnet):
+    """A repair that removes this backdoor (true ASR 0 % when measured)."""
+    return FinePruner(model=patch_badnet.model, fine_tuning="lda", prune_fraction=0.0, random_state=0).fit(
+        patch_badnet.X_val, patch_badnet.y_val
+    )
+
+
+def test_adaptive_asr_tells_a_repaired_model_from_an_unrepaired_one(
+    patch_badnet, adaptive_scoring, unrepaired, head_refitted, no_attack_code
+):
+    X, y = patch_badnet.X_test, patch_badnet.y_test
+    true_asr = {
+        name: attack_success_rate(patch_badnet.y_target, estimator.predict(patch_badnet.X_poisoned))
+        for name, estimator in [("unrepaired", unrepaired), ("repaired", head_refitted)]
+    }
+    assert true_asr["unrepaired"] > 0.9 and true_asr["repaired"] < 0.05  # what the check below relies on
+    unrepaired_asr = -adaptive_scoring["asr"](unrepaired, X, y)
+    repaired_asr = -adaptive_scoring["asr"](head_refitted, X, y)
+    assert unrepaired_asr > 0.9
+    assert repaired_asr < 0.3 and repaired_asr < unrepaired_asr - 0.6
+    # deterministic: the attack's minibatches and start are fixed by random_state
+    assert -adaptive_scoring["asr"](head_refitted, X, y) == repaired_asr
+
+
+def test_adaptive_scorer_pickles_and_scores_the_same(patch_badnet, adaptive_scoring, unrepaired):
+    import pickle
+
+    scorer = adaptive_scoring["asr"]
+    again = pickle.loads(pickle.dumps(scorer))
+    X, y = patch_badnet.X_test[:120], patch_badnet.y_test[:120]
+    assert again(unrepaired, X, y) == scorer(unrepaired, X, y)
+    assert "attack='adaptive'" in repr(scorer) and "targets=[0]" in repr(scorer)
+
+
+def test_budgeted_trigger_stays_within_its_budget_and_leaves_the_model_alone(patch_badnet):
+    from skbackdoor._budgeted_trigger import budgeted_trigger
+
+    model = patch_badnet.model
+    weights = [w.copy() for w in model.get_weights()]
+    X = patch_badnet.X_val[patch_badnet.y_val != 0]
+    start_mask = np.full((8, 8), 0.5, dtype=np.float32)  # norm 32, far over the budget
+    start_pattern = np.full((8, 8, 1), 8.0, dtype=np.float32)
+    mask, pattern = budgeted_trigger(
+        model, X, 0, start_mask, start_pattern, budget=4.0, pixel_range=(0.0, 16.0), seed=0
+    )
+    assert mask.shape == (8, 8) and pattern.shape == (8, 8, 1)
+    assert mask.sum() <= 4.0 + 1e-4 and mask.min() >= 0 and mask.max() <= 1
+    assert pattern.min() >= 0 and pattern.max() <= 16
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_adaptive_scorer_attacks_the_model_inside_each_estimator(patch_badnet, unrepaired, head_refitted):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from skbackdoor import GoodNetClassifier
+    from skbackdoor._surrogate import _attacked_model
+
+    assert _attacked_model(unrepaired) is unrepaired.model_
+    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted).fit(
+        patch_badnet.X_val, patch_badnet.y_val
+    )
+    assert _attacked_model(goodnet) is goodnet.repaired_.model_
+    watched = GoodNetClassifier(
+        badnet=patch_badnet.model, detector=STRIPDetector(model=patch_badnet.model, n_overlays=5, random_state=0)
+    ).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert _attacked_model(watched) is watched.badnet_
+    pipeline = make_pipeline(FunctionTransformer(), unrepaired)
+    with pytest.raises(TypeError, match="attack='fixed'"):
+        _attacked_model(pipeline)
+
+
+def test_adaptive_scorer_needs_the_fold_labels(patch_badnet, adaptive_scoring, unrepaired):
+    with pytest.raises(ValueError, match="needs the labels of the fold"):
+        adaptive_scoring["asr"](unrepaired, patch_badnet.X_test)
+    with pytest.raises(ValueError, match="shape"):
+        adaptive_scoring["asr"](unrepaired, np.zeros((4, 9, 9, 1), dtype=np.float32), np.zeros(4))
