@@ -199,9 +199,8 @@ def surrogate_backdoor_scoring(
         candidate's own Keras model (its ``model_``, or a GoodNetClassifier's
         ``repaired_``, else its ``badnet_``), starting from the trigger found on
         ``badnet``, its mask's L1 norm capped (``mask_budget``); ``"asr"`` is the
-        share of the fold's images of other labels, stamped with the reversed or the
-        re-optimised trigger (whichever does better), that the candidate's
-        ``predict`` sends to the target. ``"fixed"``:
+        share of the fold's images of other labels, stamped with the re-optimised
+        trigger, that the candidate's ``predict`` sends to the target. ``"fixed"``:
         the reversed triggers are stamped unchanged on the clean images given here
         (:func:`surrogate_poisoned_inputs`) and every candidate is scored on those.
     mask_budget : float in [0, 1], default=0.25
@@ -296,9 +295,8 @@ class _AdaptiveASRScorer:
     ``scorer(estimator, X, y)``: for each target, the reversed trigger is re-optimised
     on the estimator's Keras model (:func:`_attacked_model`) with the fold's images of
     other labels, its mask's L1 norm capped at the target's budget; the rate is the
-    share of those images, stamped with the reversed or the re-optimised trigger
-    (whichever does better), that ``estimator.predict`` sends to the target, pooled
-    over the targets. Holds numpy arrays only, so it pickles.
+    share of those images, stamped with it, that ``estimator.predict`` sends to the
+    target, pooled over the targets. Holds numpy arrays only, so it pickles.
     """
 
     def __init__(self, *, targets, masks, patterns, budgets, pixel_range, seed):
@@ -330,12 +328,12 @@ class _AdaptiveASRScorer:
             found_mask, found_pattern = budgeted_trigger(
                 model, others, int(target), mask, pattern, budget=budget, pixel_range=self.pixel_range, seed=self.seed
             )
-            # The attacker keeps whichever of the reversed trigger and its re-optimisation
-            # works better: the optimisation's last step is not always its best.
-            hits += max(
-                int(np.sum(np.asarray(estimator.predict(stamp(others, trigger_mask, trigger_pattern))) == target))
-                for trigger_mask, trigger_pattern in ((mask, pattern), (found_mask, found_pattern))
-            )
+            # The re-optimised trigger alone, not the better of it and the reversed one:
+            # on the CIFAR-10 network-in-network BadNet of the benchmarks the reversed
+            # trigger fooled a repaired GoodNet on 33 % of a fold whose true ASR was 0 %,
+            # and keeping the better of the two turned a right pick into a wrong one.
+            predicted = np.asarray(estimator.predict(stamp(others, found_mask, found_pattern)))
+            hits += int(np.sum(predicted == target))
             total += len(others)
         # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
         return 0.0 - (hits / total if total else 0.0)
