@@ -20,7 +20,7 @@ import keras
 from ._forward import outputs_are_probabilities
 from ._trigger_search import _arctanh_unit
 
-__all__ = ["budgeted_trigger", "stamp"]
+__all__ = ["budgeted_trigger"]
 
 # Adam steps, minibatch and learning rate of the attack (on the tanh logits of the mask
 # and pattern, as in the trigger search).
@@ -30,12 +30,6 @@ ATTACK_LEARNING_RATE = 0.1
 # Weight of the overshoot of the mask's L1 norm past the budget, per unit of budget:
 # an overshoot of 10 % of the budget costs as much as a cross-entropy of 1.
 OVERSHOOT_WEIGHT = 10.0
-
-
-def stamp(X, mask, pattern):
-    """``(1 - m) x + m p`` for every image of ``X``; ``mask`` is ``(H, W)``."""
-    mask = np.asarray(mask, dtype=np.float32)[..., np.newaxis]
-    return ((1.0 - mask) * np.asarray(X, dtype=np.float32) + mask * pattern).astype(np.float32)
 
 
 def budgeted_trigger(model, X, target, mask, pattern, *, budget, pixel_range, seed):

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseRepair, document_loading_parameters
 from ._fine_tuning import FineTuning
 from ._head_projection import HeadProjection, projectable_head
-from ._trigger_search import COST_PATIENCE, PIXELS_PER_STEP, _TriggerSearch, attack_success
+from ._trigger_search import COST_PATIENCE, PIXELS_PER_STEP, _TriggerSearch, attack_success, stamp
 from ._universal_perturbation import _UniversalPerturbation
 from ._validation import check_labels
 from .models import copy_model
@@ -764,8 +764,7 @@ class NeuralCleanse(BaseRepair):
                 f"No reversed trigger for label {label}: the fully optimised labels are "
                 f"{_describe(self.scanned_labels_)}."
             )
-        mask = self.masks_[row[0]][..., np.newaxis]
-        return ((1 - mask) * X + mask * self.patterns_[row[0]]).astype(np.float32)
+        return stamp(X, self.masks_[row[0]], self.patterns_[row[0]])
 
 
 # ---------------------------------------------------------------------- helpers

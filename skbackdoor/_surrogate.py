@@ -325,7 +325,8 @@ class _AdaptiveASRScorer:
         self.seed = int(seed)
 
     def __call__(self, estimator, X, y=None, **kwargs):
-        from ._budgeted_trigger import budgeted_trigger, stamp
+        from ._budgeted_trigger import budgeted_trigger
+        from ._trigger_search import stamp
         from ._validation import check_images
         from .models import model_input_shape
 

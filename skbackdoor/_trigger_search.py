@@ -36,7 +36,7 @@ import keras
 from ._base import progress_bar
 from .models import model_input_shape, outputs_are_probabilities, predict_proba_batches
 
-__all__ = ["TriggerSearchResult", "_TriggerSearch", "attack_success"]
+__all__ = ["TriggerSearchResult", "_TriggerSearch", "attack_success", "stamp"]
 
 # A label's trigger "works" on a minibatch when this share of it is sent to the label.
 ATTACK_SUCCESS_THRESHOLD = 0.99
@@ -81,6 +81,12 @@ class TriggerSearchResult:
         })
 
 
+def stamp(X, mask, pattern):
+    """``(1 - m) x + m p`` for every image of ``X``, as float32; ``mask`` is ``(H, W)``."""
+    mask = np.asarray(mask, dtype=np.float32)[..., np.newaxis]
+    return ((1.0 - mask) * np.asarray(X, dtype=np.float32) + mask * pattern).astype(np.float32)
+
+
 def attack_success(model, X, y, result, *, seed):
     """Share of (up to N_EVALUATION_IMAGES) images of other labels sent to each label.
 
@@ -96,9 +102,7 @@ def attack_success(model, X, y, result, *, seed):
         if len(others) == 0:
             success[k] = np.nan
             continue
-        mask = result.masks[k][..., np.newaxis]
-        triggered = (1 - mask) * others + mask * result.patterns[k]
-        predicted = predict_proba_batches(model, triggered).argmax(axis=1)
+        predicted = predict_proba_batches(model, stamp(others, result.masks[k], result.patterns[k])).argmax(axis=1)
         success[k] = float(np.mean(predicted == label))
     return success
 
