@@ -88,6 +88,9 @@ DEFENSES = {
     "NeuralCleanse (every label unlearned, fine-tuning only, 3 rounds)": _neural_cleanse(
         unlearn_labels="all", projection_rounds=0, unlearning_rounds=3, epochs=5
     ),
+    "NeuralCleanse (untargeted trigger unlearned, 3 rounds of 5 epochs)": _neural_cleanse(
+        unlearn_labels="untargeted", unlearning_rounds=3, epochs=5
+    ),
 }
 
 

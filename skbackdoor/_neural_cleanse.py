@@ -31,6 +31,7 @@ from ._fine_tuning import FineTuning
 from ._head_projection import HeadProjection, projectable_head
 from ._trigger_search import COST_PATIENCE, PIXELS_PER_STEP, _TriggerSearch, attack_success, stamp
 from ._universal_perturbation import _UniversalPerturbation
+from ._untargeted_trigger import untargeted_trigger
 from ._validation import check_labels
 from .models import copy_model
 
@@ -456,7 +457,7 @@ class NeuralCleanse(BaseRepair):
         "unlearning_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "unlearning_rounds": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "projection_rounds": [Interval(numbers.Integral, 0, None, closed="left")],
-        "unlearn_labels": [StrOptions({"flagged", "all"})],
+        "unlearn_labels": [StrOptions({"flagged", "all", "untargeted"})],
         "unlearn_if_clean": ["boolean"],
         "unlearning": [StrOptions({"triggers", "universal", "both"})],
         "perturbation_size": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -640,8 +641,12 @@ class NeuralCleanse(BaseRepair):
         model = copy_model(badnet)
         triggers = self.unlearning in ("triggers", "both")
         universal = self.unlearning in ("universal", "both")
+        untargeted = triggers and self.unlearn_labels == "untargeted"
+        self.untargeted_mask_norms_ = np.empty(0)
         if self.unlearn_labels == "all":
             labels = self.scanned_labels_ if triggers else np.array([], dtype=np.int64)
+        elif self.unlearn_labels == "untargeted":
+            labels = np.array([], dtype=np.int64)
         elif not (self.is_backdoored_ or self.unlearn_if_clean):
             labels, universal = np.array([], dtype=np.int64), False
         elif not triggers:
@@ -660,7 +665,7 @@ class NeuralCleanse(BaseRepair):
         projected = bool(self.projection_rounds and labels.size)
         if projected:
             self.projection_mask_norms_ = self._project(model, X, labels, masks, patterns, seed)
-        if self.epochs == 0 or (labels.size == 0 and not universal) or self.unlearning_fraction == 0:
+        if self.epochs == 0 or (labels.size == 0 and not (universal or untargeted)) or self.unlearning_fraction == 0:
             if not projected:
                 self.unlearned_labels_ = np.array([], dtype=np.int64)
                 self.projection_mask_norms_ = np.empty((0, 0))
@@ -676,9 +681,21 @@ class NeuralCleanse(BaseRepair):
         low, high = self.pixel_range_
         radius = self.perturbation_size * max(high - low, 1e-12) * np.sqrt(X[0].size)
         perturbation = _UniversalPerturbation(model, X.shape[1:], pixel_range=self.pixel_range_) if universal else None
-        residual_norms = []
+        residual_norms, untargeted_norms = [], []
         try:
             for round_ in range(self.unlearning_rounds_):
+                if untargeted:
+                    # What moves the clean images off their own label, towards any label,
+                    # in the partly repaired model: a backdoor with no single target has
+                    # no small trigger towards any one label.
+                    mask, pattern, norm = untargeted_trigger(
+                        model, X, y, pixel_range=self.pixel_range_, steps=self.steps,
+                        batch_size=min(self.batch_size, len(X)), learning_rate=float(self.trigger_learning_rate),
+                        cost=float(self.cost), seed=(seed + 15485863 * round_) % 2**31,
+                    )
+                    untargeted_norms.append(norm)
+                    masks = np.concatenate([masks, mask[np.newaxis, ..., np.newaxis]])
+                    patterns = np.concatenate([patterns, pattern[np.newaxis]])
                 if round_ > 0 and labels.size:
                     # The minimal trigger is often a part of the attacker's: look for what
                     # still sends inputs to the label in the partly repaired model.
@@ -708,6 +725,7 @@ class NeuralCleanse(BaseRepair):
             session.close()  # the recipe's finish hook: a plain model again
         self.history_ = {key: session.history.get(key, []) for key in ("loss", "accuracy")}
         self.residual_mask_norms_ = np.array(residual_norms).reshape(len(residual_norms), len(labels))
+        self.untargeted_mask_norms_ = np.array(untargeted_norms, dtype=np.float64)
         return model
 
     def _project(self, model, X, labels, masks, patterns, seed):
