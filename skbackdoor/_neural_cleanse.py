@@ -165,7 +165,7 @@ class NeuralCleanse(BaseRepair):
     batch_size : int, default=32
         Clean images per label in each step of the trigger search, and images per
         step of the unlearning fine-tuning.
-    unlearn_labels : {"flagged", "all"}, default="flagged"
+    unlearn_labels : {"flagged", "all", "untargeted"}, default="flagged"
         Whose reversed triggers are projected out and unlearned. ``"flagged"``: the
         labels the anomaly test flags (see ``unlearn_if_clean`` for when it flags
         none), the paper's choice. ``"all"``: every scanned label, whatever the test
@@ -176,6 +176,13 @@ class NeuralCleanse(BaseRepair):
         unlearning_rounds=3``: projecting every label's shift costs
         ``projection_rounds - 1`` searches of every label and removed no more of an
         all-to-all backdoor (the user guide has the measurements).
+        ``"untargeted"``: no label's; before every unlearning round, the smallest
+        trigger that moves 90 % of a minibatch of the fit images off their own label,
+        to whichever label (``untargeted_mask_norms_``), is reverse-engineered on the
+        partly repaired model (``steps`` steps, the same cost schedule) and joins the
+        triggers unlearned: a trigger-agnostic unlearning for backdoors with no single
+        target, one search per round whatever the number of classes. No projection
+        (no label's shift to project). Use it with ``unlearning_rounds=3, epochs=5``.
     unlearn_if_clean : bool, default=True
         What to do when no label is flagged (with ``unlearn_labels="flagged"``).
         ``True``: unlearn the reversed trigger of the label with the smallest mask
@@ -259,6 +266,9 @@ class NeuralCleanse(BaseRepair):
         L1 norms of the triggers found again on the partly repaired model before each
         later round, one column per ``unlearned_labels_``; norms that grow towards
         those of ordinary labels show the backdoor fading.
+    untargeted_mask_norms_ : ndarray of shape (unlearning_rounds_,)
+        With ``unlearn_labels="untargeted"``, the L1 norm of the untargeted trigger
+        found before each unlearning round; empty otherwise.
     projection_mask_norms_ : ndarray of shape (projection_rounds - 1, n_unlearned)
         L1 norms of the triggers found again on the projected model before each
         projection round after the first, one column per ``unlearned_labels_``.

@@ -12,6 +12,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skbackdoor import _neural_cleanse
 from skbackdoor._neural_cleanse import NeuralCleanse, anomaly_index, automatic_threshold
+from skbackdoor._trigger_search import stamp
 from skbackdoor.models import predict_proba_batches
 
 # Few steps are enough on 8x8 images; every fit below stays within a few seconds.
@@ -287,6 +288,44 @@ def test_unlearn_labels_all_unlearns_every_scanned_label_whatever_the_test_says(
     with pytest.raises(ValueError, match="unlearn_labels"):
         NeuralCleanse(model=patch_badnet.model, unlearn_labels="some", **TINY).fit(
             patch_badnet.X_val, patch_badnet.y_val)
+
+
+def test_unlearn_labels_untargeted_unlearns_the_untargeted_trigger_of_every_round(patch_badnet, badnet_weights):
+    # No label is unlearned, even with unlearn_if_clean=False: one untargeted trigger per round.
+    cleanse = NeuralCleanse(
+        model=patch_badnet.model, labels=[5, 0, 3], unlearn_labels="untargeted", unlearn_if_clean=False,
+        anomaly_threshold=1e6, unlearning_rounds=2, steps=100, epochs=2, random_state=0,
+    ).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert cleanse.unlearned_labels_.size == 0 and cleanse.projection_mask_norms_.size == 0
+    assert cleanse.untargeted_mask_norms_.shape == (2,) and np.all(cleanse.untargeted_mask_norms_ > 0)
+    assert len(cleanse.history_["loss"]) == 4
+    assert any(not np.array_equal(a, b) for a, b in zip(cleanse.model_.get_weights(), badnet_weights))
+    for before, after in zip(badnet_weights, patch_badnet.model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    default = NeuralCleanse(model=patch_badnet.model, labels=[5, 0, 3], **TINY).fit(
+        patch_badnet.X_val, patch_badnet.y_val)
+    assert default.untargeted_mask_norms_.size == 0
+
+
+def test_untargeted_trigger_moves_images_off_their_label_and_is_deterministic(patch_badnet, badnet_weights):
+    from skbackdoor._untargeted_trigger import UNTARGETED_SUCCESS, untargeted_trigger
+
+    X, y = patch_badnet.X_val, patch_badnet.y_val
+    kwargs = dict(pixel_range=(0.0, 16.0), steps=150, batch_size=32, learning_rate=0.1, cost=1e-3)
+    mask, pattern, norm = untargeted_trigger(patch_badnet.model, X, y, seed=0, **kwargs)
+    assert mask.shape == X.shape[1:3] and pattern.shape == X.shape[1:]
+    assert mask.min() >= 0 and mask.max() <= 1 and 0 <= pattern.min() and pattern.max() <= 16
+    assert norm == pytest.approx(float(mask.sum()), rel=1e-5)
+    # Far smaller than the whole image, and it does what it was searched for on held-out images.
+    assert norm < 0.5 * mask.size
+    predicted = predict_proba_batches(patch_badnet.model, stamp(patch_badnet.X_test, mask, pattern)).argmax(axis=1)
+    moved = np.mean(predicted != patch_badnet.y_test)
+    assert moved > UNTARGETED_SUCCESS - 0.2
+    again = untargeted_trigger(patch_badnet.model, X, y, seed=0, **kwargs)
+    np.testing.assert_array_equal(mask, again[0])
+    np.testing.assert_array_equal(pattern, again[1])
+    for before, after in zip(badnet_weights, patch_badnet.model.get_weights()):
+        np.testing.assert_array_equal(before, after)
 
 
 # ---------------------------------------------------------------- search mechanics

@@ -340,10 +340,12 @@ def build_parser():
          "labels' triggers are searched again on the partly repaired model; auto: 3 with at least 20 clean "
          "images per class on average, else 1",
          {"type": rounds_or_auto, "metavar": "N", "default": NEURAL_CLEANSE_DEFAULTS.get("unlearning_rounds")}),
-        ("--unlearn-labels", "whose reversed triggers are unlearned: the flagged labels, or every scanned "
+        ("--unlearn-labels", "whose reversed triggers are unlearned: the flagged labels, every scanned "
          "label whatever the test says (for backdoors with no single target, e.g. all-to-all; use with "
-         "--projection-rounds 0 --unlearning-rounds 3)",
-         {"choices": ("flagged", "all"), "default": NEURAL_CLEANSE_DEFAULTS.get("unlearn_labels")}),
+         "--projection-rounds 0 --unlearning-rounds 3), or none but the untargeted trigger, the smallest "
+         "that moves clean images off their own label, searched before every round (also for backdoors "
+         "with no single target)",
+         {"choices": ("flagged", "all", "untargeted"), "default": NEURAL_CLEANSE_DEFAULTS.get("unlearn_labels")}),
     ])
 
     # ------------------------------------------------------------------ predict
