@@ -448,6 +448,8 @@ def test_repair_chooses_the_unlearning_rounds_and_the_unlearned_labels():
     assert defaults.unlearning_rounds == "auto"
     chosen = build_parser().parse_args([*common, "--unlearning-rounds", "3", "--unlearn-labels", "all"])
     assert (chosen.unlearning_rounds, chosen.unlearn_labels) == (3, "all")
+    untargeted = build_parser().parse_args([*common, "--unlearn-labels", "untargeted"])
+    assert untargeted.unlearn_labels == "untargeted"
     for wrong in (["--unlearning-rounds", "0"], ["--unlearning-rounds", "many"], ["--unlearn-labels", "some"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*common, *wrong])
