@@ -304,6 +304,8 @@ def tuning_check(net, grid, log):
     from skbackdoor.metrics import attack_success_rate, make_asr_scorer
     from skbackdoor.metrics import best_cca_under_asr
 
+    from scipy.stats import spearmanr
+
     from skbackdoor._surrogate import _reversed_triggers, _scoring_from_search
 
     start = time.perf_counter()
@@ -313,6 +315,9 @@ def tuning_check(net, grid, log):
     scoring = _scoring_from_search(search, targets, net.X_val, net.y_val, attack="adaptive", mask_budget=0.25,
                                    poisoned_label=None)
     surrogate_seconds = time.perf_counter() - start
+    # The adaptive attack until 2026-12-03 attacked a GoodNet's B' alone: its rate is the
+    # first column of the same attacks (hits_per_model), read back without attacking twice.
+    scoring["asr"], scoring["repaired_only_asr"] = _side_by_side(scoring["asr"])
     scoring["fixed_asr"] = _scoring_from_search(search, targets, net.X_val, net.y_val, attack="fixed", mask_budget=0.25,
                                                 poisoned_label=None)["asr"]
     scoring["true_asr"] = make_asr_scorer(net.X_poisoned_scorer, net.y_target_scorer)
@@ -326,12 +331,14 @@ def tuning_check(net, grid, log):
     results = search.cv_results_
     picks = {
         "surrogate": best_cca_under_asr(TUNING_MAX_ASR)(results),
+        "repaired_only": best_cca_under_asr(TUNING_MAX_ASR, asr_key="repaired_only_asr")(results),
         "fixed": best_cca_under_asr(TUNING_MAX_ASR, asr_key="fixed_asr")(results),
         "true": best_cca_under_asr(TUNING_MAX_ASR, asr_key="true_asr")(results),
     }
     out = {
         "grid": [{k: list(v) for k, v in part.items()} for part in _grid_parts(grid)],
         "cv_surrogate_asr": [float(-v) for v in results["mean_test_asr"]],
+        "cv_repaired_only_asr": [float(-v) for v in results["mean_test_repaired_only_asr"]],
         "cv_fixed_asr": [float(-v) for v in results["mean_test_fixed_asr"]],
         "cv_true_asr": [float(-v) for v in results["mean_test_true_asr"]],
         "cv_cca": [float(v) for v in results["mean_test_cca"]],
@@ -348,7 +355,10 @@ def tuning_check(net, grid, log):
         out[f"{which}_pick_true_asr"] = float(attack_success_rate(net.y_target, fitted.predict(net.X_poisoned)))
         out[f"{which}_pick_cca"] = float(np.mean(fitted.predict(net.X_test) == net.y_test))
         refitted[index] = out[f"{which}_pick"], out[f"{which}_pick_true_asr"], out[f"{which}_pick_cca"]
-    for which in ("surrogate", "fixed"):
+    for which in ("surrogate", "repaired_only", "fixed"):
+        cv = out["cv_surrogate_asr" if which == "surrogate" else f"cv_{which}_asr"]
+        rho = float(spearmanr(cv, out["cv_true_asr"]).statistic)
+        out[f"{which}_spearman"] = None if np.isnan(rho) else rho
         gap = out[f"{which}_pick_true_asr"] - out["true_pick_true_asr"]
         out[f"{which}_gap"] = gap
         out[f"{which}_met"] = bool(gap <= 0.01 and out[f"{which}_pick_true_asr"] <= 0.02)
@@ -356,6 +366,24 @@ def tuning_check(net, grid, log):
     log(f"  {net.name:20s} tuning: surrogate pick {out['surrogate_pick']} true ASR {out['surrogate_pick_true_asr']:.4f}; "
         f"true pick {out['true_pick']} true ASR {out['true_pick_true_asr']:.4f}")
     return out
+
+
+def _side_by_side(adaptive):
+    """Two scorers from one adaptive scorer: its rate, and the rate of its first attacked
+    model's trigger alone (a GoodNet's B'), computed in the same call."""
+    last = {}
+
+    def asr(estimator, X, y):
+        hits, total = adaptive.hits_per_model(estimator, X, y)
+        last["key"], last["repaired_only"] = (id(estimator), len(X)), -(hits[:, 0].sum() / total if total else 0.0)
+        return 0.0 - (hits.max(axis=1).sum() / total if total else 0.0)
+
+    def repaired_only_asr(estimator, X, y):
+        if last.get("key") != (id(estimator), len(X)):  # GridSearchCV scores "asr" first, on the same fold
+            raise RuntimeError("repaired_only_asr is read after asr on the same estimator and fold")
+        return last["repaired_only"]
+
+    return asr, repaired_only_asr
 
 
 def _grid_parts(grid):
@@ -481,41 +509,51 @@ def write_zoo_report(result, command):
         f"GridSearchCV over {result['grid']} (GoodNet with FinePruner(max_fine_tuning_drop=None), its other "
         "parameters at their defaults, cv=2), "
         f"refit rule best_cca_under_asr({TUNING_MAX_ASR}) applied to the surrogate ASR and to the true ASR "
-        "of the same search. Two surrogates from the same trigger search: the default, "
+        "of the same search. Three surrogates from the same trigger search: the default, "
         "`surrogate_backdoor_scoring(badnet, X_clean, y_clean, random_state=0)` (attack='adaptive': the reversed "
-        "trigger re-optimised against each candidate's B', its mask norm capped at mask_budget=0.25 of the way "
-        "to the median label's on a log scale), and attack='fixed' (the reversed trigger stamped unchanged). "
+        "trigger re-optimised against each candidate's B' and, where G may answer with B's label (answer_ "
+        "'confident' or 'reference'), against B too, G's predictions keeping the trigger that fooled it most; "
+        "the mask norm capped at mask_budget=0.25 of the way to the median label's on a log scale), the same attack "
+        "against B' alone ('B' only': the default until 2026-12-03, read from the same attacks) and attack='fixed' "
+        "(the reversed trigger stamped unchanged). "
         "Goal: the surrogate pick's true ASR within 1 point of the true pick's (or lower), "
         "and <= 2 %. Where no candidate meets the bound, the rule falls back to the lowest ASR whatever its CCA: "
-        "read the CCA columns before the goal columns. Tuning half, report half and the digits test net as in the "
-        "rows above; the adaptive attack and its budget were chosen on cifar10-patch-nin and digits.",
+        "read the CCA columns before the goal columns. rho: Spearman's rank correlation over the grid's candidates "
+        "between the surrogate's cross-validated ASR and the true one (blank where either is constant). Tuning "
+        "half, report half and the digits test net as in the rows above; the adaptive attack and its budget were "
+        "chosen on cifar10-patch-nin and digits, attacking B too after a report net (gtsrb-patch) showed G "
+        "answering B's label on triggered inputs that B' alone resisted.",
         "",
-        "| BadNet | half | adaptive pick | its true ASR / CCA | goal met | fixed pick | its true ASR / CCA | goal met | "
-        "true pick | its true ASR / CCA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| BadNet | half | adaptive pick | its true ASR / CCA | goal met | rho | B' only pick | its true ASR / CCA | "
+        "goal met | rho | fixed pick | its true ASR / CCA | goal met | rho | true pick | its true ASR / CCA |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    surrogates = ("surrogate", "repaired_only", "fixed")
+
+    def cells(t, which):
+        if f"{which}_pick" not in t:  # a check measured before this surrogate was scored side by side
+            return "(not measured) | - | - | -"
+        rho = t.get(f"{which}_spearman")
+        return (f"{_short_params(t[f'{which}_pick'])} | {t[f'{which}_pick_true_asr']:.2%} / "
+                f"{t[f'{which}_pick_cca']:.2%} | {'yes' if t[f'{which}_met'] else 'no'} | "
+                f"{'' if rho is None else f'{rho:+.2f}'}")
+
     for name, t in result["tuning"].items():
-        if "fixed_pick" in t:
-            fixed = (f"{_short_params(t['fixed_pick'])} | {t['fixed_pick_true_asr']:.2%} / {t['fixed_pick_cca']:.2%} | "
-                     f"{'yes' if t['fixed_met'] else 'no'}")
-        else:  # a check measured before the fixed surrogate was scored side by side: its surrogate was the fixed one
-            fixed = "(not measured) | - | -"
         lines.append(
-            f"| {name} | {_half(name)} | {_short_params(t['surrogate_pick'])} | {t['surrogate_pick_true_asr']:.2%} / "
-            f"{t['surrogate_pick_cca']:.2%} | {'yes' if t['met'] else 'no'} | {fixed} | "
+            f"| {name} | {_half(name)} | " + " | ".join(cells(t, which) for which in surrogates) + " | "
             f"{_short_params(t['true_pick'])} | {t['true_pick_true_asr']:.2%} / {t['true_pick_cca']:.2%} |"
         )
     counts = {}
     for name, t in result["tuning"].items():
-        if "fixed_pick" in t:
-            half = counts.setdefault(_half(name), {"n": 0, "adaptive": 0, "fixed": 0})
+        if all(f"{which}_pick" in t for which in surrogates):
+            half = counts.setdefault(_half(name), {"n": 0, **{which: 0 for which in surrogates}})
             half["n"] += 1
-            half["adaptive"] += t["surrogate_met"]
-            half["fixed"] += t["fixed_met"]
+            for which in surrogates:
+                half[which] += t[f"{which}_met"]
     if counts:
-        lines += ["", "Goal met, adaptive / fixed surrogate: " + "; ".join(
-            f"{half} half {c['adaptive']} / {c['fixed']} of {c['n']}" if half != "test net"
-            else f"test net {c['adaptive']} / {c['fixed']} of {c['n']}" for half, c in counts.items()) + "."]
+        lines += ["", "Goal met, adaptive / B' only / fixed surrogate: " + "; ".join(
+            (f"{half} half" if half != "test net" else half) + " " + " / ".join(str(c[w]) for w in surrogates)
+            + f" of {c['n']}" for half, c in counts.items()) + "."]
     lines += ["", _harness.environment_sentence(env), ""]
     _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env)
     print("\n".join(lines))

@@ -225,10 +225,11 @@ class GoodNetClassifier(BadNetEstimatorMixin, ClassifierMixin, BaseEstimator):
     triggered ones. ``"auto"`` was chosen on the tuning half of the repair benchmark
     matrix (``benchmarks/results/goodnet_calibration.md``). With a NeuralCleanse B' and
     no detector, G met the goal there (clean accuracy within 1 point of B's, ASR at
-    most 1 %) on 8 of 14 nets with ``"auto"``, 5 with ``"reference"`` and 3 with
-    ``"repaired"``; answering with B let 8.9 % of the triggered inputs through on a
-    GTSRB net where ``"repaired"`` let none and ``"auto"`` 0.7 %, and ``"auto"`` let
-    15.8 % through on a Fashion-MNIST all-to-all net against 8.6 % for ``"repaired"``.
+    most 1 %) on 7 of 14 nets with ``"auto"``, 8 with ``"confident"``, 5 with
+    ``"reference"`` and 3 with ``"repaired"`` (on the tuning half ``"auto"`` and
+    ``"confident"`` tie); answering with B let 2.7 % of the triggered inputs through on
+    a GTSRB net where ``"repaired"`` let 0.2 % and ``"auto"`` 0.3 %, and ``"auto"`` let
+    24.0 % through on a Fashion-MNIST all-to-all net against 16.4 % for ``"repaired"``.
 
     Examples
     --------

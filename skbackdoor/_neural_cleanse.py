@@ -183,6 +183,8 @@ class NeuralCleanse(BaseRepair):
         triggers unlearned: a trigger-agnostic unlearning for backdoors with no single
         target, one search per round whatever the number of classes. No projection
         (no label's shift to project). Use it with ``unlearning_rounds=3, epochs=5``.
+        With ``unlearning="universal"``, which stamps no trigger, ``"all"`` and
+        ``"untargeted"`` unlearn the universal perturbation alone.
     unlearn_if_clean : bool, default=True
         What to do when no label is flagged (with ``unlearn_labels="flagged"``).
         ``True``: unlearn the reversed trigger of the label with the smallest mask

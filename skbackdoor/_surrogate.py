@@ -310,10 +310,11 @@ class _AdaptiveASRScorer:
     """Minus the attack success on each candidate of triggers re-optimised against it.
 
     ``scorer(estimator, X, y)``: for each target, the reversed trigger is re-optimised
-    on the estimator's Keras model (:func:`_attacked_model`) with the fold's images of
+    on the estimator's Keras models (:func:`_attacked_models`) with the fold's images of
     other labels, its mask's L1 norm capped at the target's budget; the rate is the
-    share of those images, stamped with it, that ``estimator.predict`` sends to the
-    target, pooled over the targets. Holds numpy arrays only, so it pickles.
+    share of those images, stamped with it (with the model's trigger that fooled the
+    estimator most), that ``estimator.predict`` sends to the target, pooled over the
+    targets. Holds numpy arrays only, so it pickles.
     """
 
     def __init__(self, *, targets, masks, patterns, budgets, pixel_range, seed):
@@ -325,6 +326,16 @@ class _AdaptiveASRScorer:
         self.seed = int(seed)
 
     def __call__(self, estimator, X, y=None, **kwargs):
+        hits, total = self.hits_per_model(estimator, X, y)
+        # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
+        return 0.0 - (float(hits.max(axis=1).sum()) / total if total else 0.0)
+
+    def hits_per_model(self, estimator, X, y):
+        """Images each attacked model's trigger sent to each target, and the images stamped.
+
+        Returns an int array of shape (n_targets, n_attacked_models) (see
+        :func:`_attacked_models`) and the number of images stamped per model.
+        """
         from ._budgeted_trigger import budgeted_trigger
         from ._trigger_search import stamp
         from ._validation import check_images
@@ -335,44 +346,60 @@ class _AdaptiveASRScorer:
                 "The adaptive surrogate ASR needs the labels of the fold (the trigger is stamped on the images "
                 "of other labels than the target): call scorer(estimator, X, y)."
             )
-        model = _attacked_model(estimator)
-        X = check_images(X, input_shape=model_input_shape(model))
+        models = _attacked_models(estimator)
+        X = check_images(X, input_shape=model_input_shape(models[0]))
         y = np.asarray(y)
-        hits = total = 0
-        for target, mask, pattern, budget in zip(self.targets, self.masks, self.patterns, self.budgets):
+        hits = np.zeros((len(self.targets), len(models)), dtype=np.int64)
+        total = 0
+        for row, (target, mask, pattern, budget) in enumerate(
+            zip(self.targets, self.masks, self.patterns, self.budgets)
+        ):
             others = X[y != target]
             if len(others) == 0:
                 continue
-            found_mask, found_pattern = budgeted_trigger(
-                model, others, int(target), mask, pattern, budget=budget, pixel_range=self.pixel_range, seed=self.seed
-            )
-            # The re-optimised trigger alone, not the better of it and the reversed one:
-            # on the CIFAR-10 network-in-network BadNet of the benchmarks the reversed
-            # trigger fooled a repaired GoodNet on 33 % of a fold whose true ASR was 0 %,
-            # and keeping the better of the two turned a right pick into a wrong one.
-            predicted = np.asarray(estimator.predict(stamp(others, found_mask, found_pattern)))
-            hits += int(np.sum(predicted == target))
+            # One attack per model whose label the estimator may answer with; the
+            # estimator's own predictions say which trigger fooled it most. Each attack
+            # keeps its re-optimised trigger alone, not the better of it and the reversed
+            # one: on the CIFAR-10 network-in-network BadNet of the benchmarks the
+            # reversed trigger fooled a repaired GoodNet on 33 % of a fold whose true ASR
+            # was 0 %, and keeping the better of the two turned a right pick into a wrong one.
+            for column, model in enumerate(models):
+                found_mask, found_pattern = budgeted_trigger(
+                    model, others, int(target), mask, pattern, budget=budget, pixel_range=self.pixel_range,
+                    seed=self.seed,
+                )
+                predicted = np.asarray(estimator.predict(stamp(others, found_mask, found_pattern)))
+                hits[row, column] = int(np.sum(predicted == target))
             total += len(others)
-        # 0.0 - rate rather than -rate: a perfect defense scores 0.0, not -0.0.
-        return 0.0 - (hits / total if total else 0.0)
+        return hits, total
 
     def __repr__(self):
         budgets = ", ".join(f"{budget:.3g}" for budget in self.budgets)
         return f"surrogate_backdoor_scoring(attack='adaptive', targets={self.targets.tolist()}, budgets=[{budgets}])"
 
 
-def _attacked_model(estimator):
-    """The Keras model an adaptive attack optimises against, found inside ``estimator``."""
+def _attacked_models(estimator):
+    """The Keras models an adaptive attack optimises against, found inside ``estimator``.
+
+    One model, except for a GoodNet that may answer with its reference's label
+    (``answer_`` "reference" or "confident"): its repaired model and its reference.
+    A trigger that its repaired model resists can still pass through the reference's
+    answer when the disagreement threshold lets it (a B' far less sure than B raises
+    the threshold).
+    """
     import keras
 
     if isinstance(estimator, keras.Model):
-        return estimator
+        return [estimator]
+    repaired = getattr(estimator, "repaired_", None)
+    if repaired is not None and getattr(estimator, "answer_", "repaired") != "repaired":
+        return _attacked_models(repaired) + _attacked_models(estimator.reference_)
     # A GoodNet's repaired_ (None without one), then a repair's or a detector's model_,
     # then a GoodNet's badnet_ (a GoodNet with a detector only).
     for attribute in ("repaired_", "model_", "badnet_"):
         part = getattr(estimator, attribute, None)
         if part is not None:
-            return _attacked_model(part)
+            return _attacked_models(part)
     raise TypeError(
         f"attack='adaptive' re-optimises the trigger against the Keras model inside each candidate (its "
         f"model_, or a GoodNetClassifier's repaired_ or badnet_); a fitted {type(estimator).__name__} has none. "
