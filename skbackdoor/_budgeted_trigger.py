@@ -18,7 +18,7 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras
 
 from ._forward import outputs_are_probabilities
-from ._trigger_search import _arctanh_unit
+from ._trigger_search import _arctanh_unit, trigger_from_logits
 
 __all__ = ["budgeted_trigger"]
 
@@ -74,7 +74,7 @@ def budgeted_trigger(model, X, target, mask, pattern, *, budget, pixel_range, se
     budget = float(budget)
 
     def trigger():
-        return (tf.tanh(mask_logits) + 1.0) / 2.0, low + (high - low) * (tf.tanh(pattern_logits) + 1.0) / 2.0
+        return trigger_from_logits(mask_logits, pattern_logits, low, high)
 
     @tf.function(reduce_retracing=True)
     def step(rows):

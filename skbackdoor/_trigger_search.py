@@ -112,6 +112,13 @@ def _arctanh_unit(values):
     return np.arctanh(np.clip(2.0 * values - 1.0, -1 + 1e-6, 1 - 1e-6))
 
 
+def trigger_from_logits(mask_logits, pattern_logits, low, high):
+    """The mask ``(tanh(a) + 1) / 2`` and the pattern ``low + (high - low) * (tanh(b) + 1) / 2``."""
+    import tensorflow as tf
+
+    return (tf.tanh(mask_logits) + 1.0) / 2.0, low + (high - low) * (tf.tanh(pattern_logits) + 1.0) / 2.0
+
+
 class _TriggerSearch:
     """Optimise one (mask, pattern) per label, the labels of a queue sharing each network call.
 
@@ -284,9 +291,7 @@ class _SearchState:
         self.done = variable((n_slots,), tf.bool)
 
         def trigger():
-            mask = (tf.tanh(self.mask_logits) + 1.0) / 2.0
-            pattern = low + (high - low) * (tf.tanh(self.pattern_logits) + 1.0) / 2.0
-            return mask, pattern
+            return trigger_from_logits(self.mask_logits, self.pattern_logits, low, high)
 
         self._trigger = trigger
 

@@ -24,7 +24,15 @@ from . import _runtime  # noqa: F401  (TensorFlow's log level, before Keras)
 import keras
 
 from ._forward import outputs_are_probabilities
-from ._trigger_search import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, COST_MULTIPLIER_DOWN, COST_MULTIPLIER_UP, COST_PATIENCE
+from ._trigger_search import (
+    ADAM_BETA_1,
+    ADAM_BETA_2,
+    ADAM_EPSILON,
+    COST_MULTIPLIER_DOWN,
+    COST_MULTIPLIER_UP,
+    COST_PATIENCE,
+    trigger_from_logits,
+)
 
 __all__ = ["untargeted_trigger"]
 
@@ -91,7 +99,7 @@ def untargeted_trigger(model, X, y, *, pixel_range, steps, batch_size, learning_
     batch_size = min(int(batch_size), int(X.shape[0]))
 
     def trigger():
-        return (tf.tanh(mask_logits) + 1.0) / 2.0, low + (high - low) * (tf.tanh(pattern_logits) + 1.0) / 2.0
+        return trigger_from_logits(mask_logits, pattern_logits, low, high)
 
     @tf.function(reduce_retracing=True)
     def step(rows):

@@ -194,20 +194,51 @@ def test_adaptive_scorer_attacks_the_model_inside_each_estimator(patch_badnet, u
     from sklearn.preprocessing import FunctionTransformer
 
     from skbackdoor import GoodNetClassifier
-    from skbackdoor._surrogate import _attacked_model
+    from skbackdoor._surrogate import _attacked_models
 
-    assert _attacked_model(unrepaired) is unrepaired.model_
-    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted).fit(
+    assert _attacked_models(unrepaired) == [unrepaired.model_]
+    goodnet = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted, answer="repaired").fit(
         patch_badnet.X_val, patch_badnet.y_val
     )
-    assert _attacked_model(goodnet) is goodnet.repaired_.model_
+    assert _attacked_models(goodnet) == [goodnet.repaired_.model_]
+    # A GoodNet that may answer with B's label is attacked through B too.
+    for answer in ("reference", "confident"):
+        judging = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted, answer=answer).fit(
+            patch_badnet.X_val, patch_badnet.y_val
+        )
+        models = _attacked_models(judging)
+        assert len(models) == 2 and models[0] is judging.repaired_.model_ and models[1] is judging.badnet_
+    reference = FinePruner(model=patch_badnet.model, prune_fraction=0.1, epochs=0)
+    with_b0 = GoodNetClassifier(
+        badnet=patch_badnet.model, repaired=head_refitted, reference=reference, answer="reference"
+    ).fit(patch_badnet.X_val, patch_badnet.y_val)
+    assert _attacked_models(with_b0)[1] is with_b0.reference_.model_
     watched = GoodNetClassifier(
         badnet=patch_badnet.model, detector=STRIPDetector(model=patch_badnet.model, n_overlays=5, random_state=0)
     ).fit(patch_badnet.X_val, patch_badnet.y_val)
-    assert _attacked_model(watched) is watched.badnet_
+    assert _attacked_models(watched) == [watched.badnet_]
     pipeline = make_pipeline(FunctionTransformer(), unrepaired)
     with pytest.raises(TypeError, match="attack='fixed'"):
-        _attacked_model(pipeline)
+        _attacked_models(pipeline)
+
+
+def test_adaptive_asr_of_a_goodnet_is_its_most_successful_attack(patch_badnet, adaptive_scoring, head_refitted):
+    from skbackdoor import GoodNetClassifier
+
+    X, y = patch_badnet.X_test[:200], patch_badnet.y_test[:200]
+    scorer = adaptive_scoring["asr"]
+    # frr=0: the threshold is the largest calibration score, so G answers with B on
+    # whatever B' disagrees with only as much as on clean images.
+    judging = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted, answer="reference", frr=0.0).fit(
+        patch_badnet.X_val, patch_badnet.y_val
+    )
+    hits, total = scorer.hits_per_model(judging, X, y)
+    assert hits.shape == (1, 2) and total == int(np.sum(y != 0))
+    assert scorer(judging, X, y) == -hits.max() / total
+    repaired_only = GoodNetClassifier(badnet=patch_badnet.model, repaired=head_refitted, answer="repaired").fit(
+        patch_badnet.X_val, patch_badnet.y_val
+    )
+    assert scorer.hits_per_model(repaired_only, X, y)[0].shape == (1, 1)
 
 
 def test_adaptive_scorer_needs_the_fold_labels(patch_badnet, adaptive_scoring, unrepaired):
