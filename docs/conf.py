@@ -13,7 +13,6 @@ import re
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 DOCS = Path(__file__).resolve().parent
@@ -21,7 +20,11 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(DOCS / "_ext"))
 
+# skbackdoor sets TensorFlow's log level and drops its start-up lines when it imports
+# TensorFlow (_runtime, imported here before any example or autodoc page imports Keras);
+# setting TF_CPP_MIN_LOG_LEVEL here would read as the user asking for TensorFlow's output.
 import skbackdoor  # noqa: E402
+import skbackdoor._runtime  # noqa: E402, F401
 
 project = "skbackdoor"
 author = "skbackdoor developers"
