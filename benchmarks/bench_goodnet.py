@@ -54,6 +54,8 @@ def parse_args():
     parser.add_argument("--recipes", default="sgd,fst", help="--zoo: the tuning grid's fine-tuning recipes")
     parser.add_argument("--head-refit-prune-fractions", default="0,0.25",
                         help="--zoo: prune fractions of the tuning grid's fine_tuning='lda' candidates ('' for none)")
+    parser.add_argument("--n-targets", type=int, default=1,
+                        help="--zoo: the surrogates' n_targets (suspected target labels attacked)")
     parser.add_argument("--output", default="goodnet_calibration", help="--zoo: results/<output>.md|json")
     parser.add_argument("--tuning-only", action="store_true", help="--zoo: skip the G rows")
     parser.add_argument("--rows-only", action="store_true", help="--zoo: skip the tuning check")
@@ -296,7 +298,7 @@ def calibrated_rows(net, log):
     return rows
 
 
-def tuning_check(net, grid, log):
+def tuning_check(net, grid, log, n_targets=1):
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV
 
@@ -311,7 +313,8 @@ def tuning_check(net, grid, log):
     start = time.perf_counter()
     # surrogate_backdoor_scoring(net.model, net.X_val, net.y_val, random_state=0), its trigger search
     # shared with the fixed surrogate (the reversed triggers stamped unchanged), scored side by side.
-    search, targets = _reversed_triggers(net.model, net.X_val, net.y_val, n_targets=1, steps=500, random_state=0)
+    search, targets = _reversed_triggers(net.model, net.X_val, net.y_val, n_targets=n_targets, steps=500,
+                                         random_state=0)
     scoring = _scoring_from_search(search, targets, net.X_val, net.y_val, attack="adaptive", mask_budget=0.25,
                                    poisoned_label=None)
     surrogate_seconds = time.perf_counter() - start
@@ -471,8 +474,9 @@ def _summary_lines(result):
     return lines + [""]
 
 
-def write_zoo_report(result, command):
-    env = _harness.environment("zoo", command)
+def write_zoo_report(result, command, env=None, seconds=None):
+    """Write results/<output>.md|json; ``env`` and ``seconds``: a rewritten report's own (``--report-only``)."""
+    env = env or _harness.environment("zoo", command)
     lines = [
         "# GoodNetClassifier: calibrated poisoned label and tuning from clean data (issue 12)",
         "",
@@ -499,7 +503,8 @@ def write_zoo_report(result, command):
             )
     if not result["tuning"]:
         lines += ["", _harness.environment_sentence(env), ""]
-        _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env)
+        _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env,
+                               seconds=seconds)
         print("\n".join(lines))
         return
     lines += [
@@ -510,7 +515,9 @@ def write_zoo_report(result, command):
         "parameters at their defaults, cv=2), "
         f"refit rule best_cca_under_asr({TUNING_MAX_ASR}) applied to the surrogate ASR and to the true ASR "
         "of the same search. Three surrogates from the same trigger search: the default, "
-        "`surrogate_backdoor_scoring(badnet, X_clean, y_clean, random_state=0)` (attack='adaptive': the reversed "
+        "`surrogate_backdoor_scoring(badnet, X_clean, y_clean, "
+        + ("" if result.get("n_targets", 1) == 1 else f"n_targets={result['n_targets']}, ")
+        + "random_state=0)` (attack='adaptive': the reversed "
         "trigger re-optimised against each candidate's B' and, where G may answer with B's label (answer_ "
         "'confident' or 'reference'), against B too, G's predictions keeping the trigger that fooled it most; "
         "the mask norm capped at mask_budget=0.25 of the way to the median label's on a log scale), the same attack "
@@ -555,7 +562,8 @@ def write_zoo_report(result, command):
             (f"{half} half" if half != "test net" else half) + " " + " / ".join(str(c[w]) for w in surrogates)
             + f" of {c['n']}" for half, c in counts.items()) + "."]
     lines += ["", _harness.environment_sentence(env), ""]
-    _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env)
+    _harness.write_results(result["output"], quick=False, lines=lines, data=result, environment_override=env,
+                           seconds=seconds)
     print("\n".join(lines))
 
 
@@ -577,8 +585,11 @@ def main_zoo(args):
         last = _harness.read_results(args.output, quick=False)
         if last is None:
             raise SystemExit(f"--report-only: no results/{args.output}.json to rewrite.")
-        return write_zoo_report(last["data"], last["data"].get("commands", [last["command"]])[-1])
-    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "output": args.output,
+        # The report of the run that measured it: its environment and run time, not this rewrite's.
+        return write_zoo_report(last["data"], last["data"].get("commands", [last["command"]])[-1],
+                                env=last["environment"], seconds=last["seconds"])
+    result = {"nets": args.zoo.split(","), "n_eval": args.n_eval, "grid": grid, "n_targets": args.n_targets,
+              "output": args.output,
               "rows": {}, "tuning": {}, "commands": [command]}
     if args.keep:
         last = _harness.read_results(args.output, quick=False)
@@ -587,12 +598,15 @@ def main_zoo(args):
             result["commands"] = last["data"].get("commands", [last["command"]]) + [command]
             if last["data"]["grid"] != grid and not args.rows_only:
                 raise SystemExit(f"--keep: the last report's tuning grid {last['data']['grid']} is not this run's.")
+            if last["data"].get("n_targets", 1) != args.n_targets and not args.rows_only:
+                raise SystemExit(f"--keep: the last report's n_targets {last['data'].get('n_targets', 1)} is not "
+                                 "this run's.")
     for name in result["nets"]:
         net = zoo_net(name, args.n_eval)
         if not args.tuning_only:
             result["rows"][name] = calibrated_rows(net, log)
         if not args.rows_only:
-            result["tuning"][name] = tuning_check(net, grid, log)
+            result["tuning"][name] = tuning_check(net, grid, log, n_targets=args.n_targets)
         write_zoo_report(result, command)  # after every net: a stopped run keeps what it measured
 
 

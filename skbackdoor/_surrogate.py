@@ -200,9 +200,13 @@ def surrogate_backdoor_scoring(
         ``repaired_``, else its ``badnet_``), starting from the trigger found on
         ``badnet``, its mask's L1 norm capped (``mask_budget``); ``"asr"`` is the
         share of the fold's images of other labels, stamped with the re-optimised
-        trigger, that the candidate's ``predict`` sends to the target. ``"fixed"``:
-        the reversed triggers are stamped unchanged on the clean images given here
-        (:func:`surrogate_poisoned_inputs`) and every candidate is scored on those.
+        trigger, that the candidate's ``predict`` sends to the target. A
+        GoodNetClassifier that may answer with its reference's label (``answer_``
+        ``"confident"`` or ``"reference"``) is attacked through its reference too,
+        in a second attack, and the trigger that fooled the GoodNet more counts.
+        ``"fixed"``: the reversed triggers are stamped unchanged on the clean images
+        given here (:func:`surrogate_poisoned_inputs`) and every candidate is scored
+        on those.
     mask_budget : float in [0, 1], default=0.25
         ``attack="adaptive"``: how far the re-optimised mask's L1 norm may grow, on a
         log scale, from the reversed trigger's norm (0) towards the median norm of
@@ -230,25 +234,28 @@ def surrogate_backdoor_scoring(
     found again (near the reversed one, where the search starts), while a model
     without one needs a larger mask (on a clean label, typically several times the
     anomalous one's), which the budget keeps out. It costs one short optimisation
-    (300 Adam steps of 128 images) per target, candidate and fold: 1-7 s each on
-    the nets of the benchmarks. It needs an estimator holding a Keras model that
-    reads the same pixels as ``badnet``; Pipelines that transform the images first
+    (300 Adam steps of 128 images) per target, candidate, fold and attacked model:
+    1-7 s each on the nets of the benchmarks. It needs an estimator holding a Keras
+    model that reads the same pixels as ``badnet``; Pipelines that transform the images first
     need ``attack="fixed"``. Measured in ``benchmarks/results/goodnet_calibration.md``
     (a GoodNet's grid over FinePruner settings, 13 BadNets and a digits net): the
     pick's true ASR was at most 2 % and within a point of the true ASR's pick on 4 of
     the 6 tuning nets against 3 for ``"fixed"`` (on the CIFAR-10
-    network-in-network net 0.0 % against 18.9 %), on 3 of the 7 report nets for both.
+    network-in-network net 0.0 % against 18.9 %), on 4 of the 7 report nets against 3
+    (on the GTSRB patch net 1.6 %, the true ASR's pick, against 83.0 %) and on the
+    digits net for both.
 
     When it misleads:
 
-    - The attack keeps its last step, which is not always its best. On the GTSRB
-      patch BadNet of the benchmarks it rated GoodNet candidates whose true ASR was
-      55-100 % at 1-20 %, and the pick left 99.6 % (``"fixed"``: 83.0 %; the true
-      ASR's pick 1.6 %): on a head re-fit candidate the re-optimised trigger ended at
-      0 % where the reversed trigger it started from reached 86 %, also when the
-      attack aimed at :math:`B` and :math:`B'` together. Keeping the better of the
-      two triggers, tried, turned the right pick on the CIFAR-10
-      network-in-network net into a 2.5 % one.
+    - A GoodNet answers with :math:`B`'s label where it trusts :math:`B` more than
+      :math:`B'`, so attacking :math:`B'` alone misses triggers that go through
+      :math:`B`. On the GTSRB patch net, an FST candidate whose :math:`B'` resisted the
+      attacker's trigger (0 %) while its GoodNet let 99.7 % through with :math:`B`'s
+      label was rated about 10 % that way on one fold: the starting trigger fooled the
+      GoodNet on 97.6 % of the images and drifted off it as the attack bent it to
+      :math:`B'`. The second attack, through the reference, rated it 100 %, and over
+      the grid the surrogate's ranks agreed with the true ASR's (Spearman 0.95 against
+      0.17 for :math:`B'` alone).
     - A repair that unlearns the reversed trigger itself (:class:`~skbackdoor.NeuralCleanse`)
       is judged on the very trigger it was trained against: with ``"fixed"`` the
       surrogate ASR is then optimistic (``"adaptive"`` searches again, but from the
