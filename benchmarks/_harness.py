@@ -43,6 +43,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+# Before any benchmark imports Keras: skbackdoor's runtime imports TensorFlow without the
+# start-up lines it prints on stderr, as it does for a user of the estimators.
+import skbackdoor._runtime  # noqa: E402,F401
+
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results"
